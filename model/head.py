@@ -1,0 +1,122 @@
+"""VFNetHead: towers, initial box, star-shaped deformable convs, refined box and IACS logits.
+
+Per FPN level l (stride s_l, reg_denom d_l), on the same input P_l:
+
+    cls_feat  = 3 x [conv3x3 -> GN -> ReLU](P_l)            (cls_convs)
+    reg_feat  = 3 x [conv3x3 -> GN -> ReLU](P_l)            (reg_convs)
+    bbox_init = exp(scale_l * vfnet_reg(vfnet_reg_conv(reg_feat))) * d_l
+    offset    = star_dcn_offset(bbox_init, s_l)             (shared by both deformable convs)
+    bbox_refine = exp(scale_refine_l * vfnet_reg_refine(ReLU(refine_dconv(reg_feat, offset))))
+                  * bbox_init.detach()
+    cls_logits  = vfnet_cls(ReLU(cls_dconv(cls_feat, offset)))
+
+Boxes are (l, t, r, b): distances in input-image pixels from the level's anchor point (j*s, i*s)
+to the left, top, right and bottom edges. IACS = sigmoid(cls_logits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import VFNetConfig
+from .layers import ConvModule, DeformConv2d, ModulatedDeformConv2d, Scale
+
+
+def star_dcn_offset(bbox_pred: torch.Tensor, stride: int, gradient_mul: float = 0.1) -> torch.Tensor:
+    """Offsets that make a 3x3 deformable conv sample the star of a box.
+
+    bbox_pred: [B, 4, H, W] (l, t, r, b) in input pixels. Returns [B, 18, H, W]: for kernel tap
+    k = 3*i + j, channel 2k is dy and 2k+1 is dx, relative to the regular grid (i-1, j-1). With
+    padding 1 the tap then samples feature cell (y + dy_k + i - 1, x + dx_k + j - 1), i.e. the rows
+    {y - t', y, y + b'} times the columns {x - l', x, x + r'} (t' = t / stride, ...): the 4 box
+    corners, the 4 points where the lines through the anchor cross the edges, and the anchor.
+    Only `gradient_mul` of the gradient flows back into `bbox_pred`. The official code writes this
+    as 0.9 * detach(x) + 0.1 * x, which rounds (48 px becomes 48.000004); the form below has the
+    same gradient and leaves the value exact, so the star lands exactly on the box.
+    """
+    grad_scaled = bbox_pred.detach() + gradient_mul * (bbox_pred - bbox_pred.detach())  # value == bbox_pred
+    scaled = grad_scaled / stride
+    left, top, right, bottom = scaled.unbind(dim=1)  # each [B, H, W]
+    zero = torch.zeros_like(left)
+    dy = torch.stack([-top, -top, -top, zero, zero, zero, bottom, bottom, bottom], dim=1)  # [B, 9, H, W]
+    dx = torch.stack([-left, zero, right, -left, zero, right, -left, zero, right], dim=1)  # [B, 9, H, W]
+    target = torch.stack([dy, dx], dim=2).flatten(1, 2)  # [B, 9, 2, H, W] -> [B, 18, H, W] interleaved
+    grid = torch.tensor([-1.0, 0.0, 1.0], dtype=bbox_pred.dtype, device=bbox_pred.device)
+    base = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1)  # [3, 3, 2]: (i-1, j-1)
+    return target - base.reshape(1, 18, 1, 1)
+
+
+def _tower_conv(in_channels: int, config: VFNetConfig, deformable: bool) -> ConvModule:
+    if deformable:
+        conv = ModulatedDeformConv2d(in_channels, config.feat_channels)
+    else:
+        conv = nn.Conv2d(in_channels, config.feat_channels, 3, padding=1, bias=False)
+    return ConvModule(conv, config.feat_channels, norm_groups=config.norm_groups)
+
+
+class VFNetHead(nn.Module):
+    """forward([P3..P7]) -> per level (cls_logits [B, C, h, w], bbox_init [B, 4, h, w],
+    bbox_refine [B, 4, h, w]); boxes as (l, t, r, b) pixel distances (see the module docstring)."""
+
+    def __init__(self, in_channels: int, config: VFNetConfig):
+        super().__init__()
+        self.strides = config.strides
+        self.reg_denoms = config.reg_denoms
+        self.gradient_mul = config.gradient_mul
+        feat, n = config.feat_channels, config.stacked_convs
+
+        def tower() -> nn.ModuleList:
+            return nn.ModuleList(
+                [
+                    _tower_conv(in_channels if i == 0 else feat, config, config.dcn_on_last_conv and i == n - 1)
+                    for i in range(n)
+                ]
+            )
+
+        self.cls_convs = tower()
+        self.reg_convs = tower()
+        self.vfnet_reg_conv = ConvModule(nn.Conv2d(feat, feat, 3, padding=1, bias=False), feat, config.norm_groups)
+        self.vfnet_reg = nn.Conv2d(feat, 4, 3, padding=1)
+        self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
+        self.vfnet_reg_refine_dconv = DeformConv2d(feat, feat)
+        self.vfnet_reg_refine = nn.Conv2d(feat, 4, 3, padding=1)
+        self.scales_refine = nn.ModuleList([Scale(1.0) for _ in self.strides])
+        self.vfnet_cls_dconv = DeformConv2d(feat, feat)
+        self.vfnet_cls = nn.Conv2d(feat, config.num_classes, 3, padding=1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The official initialisation (mmdetection 2.x), used when training from scratch."""
+        convs = [m.conv for m in [*self.cls_convs, *self.reg_convs, self.vfnet_reg_conv] if isinstance(m.conv, nn.Conv2d)]
+        for module in [*convs, self.vfnet_reg, self.vfnet_reg_refine, self.vfnet_cls]:
+            nn.init.normal_(module.weight, std=0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for dconv in (self.vfnet_reg_refine_dconv, self.vfnet_cls_dconv):
+            nn.init.normal_(dconv.weight, std=0.01)
+        nn.init.constant_(self.vfnet_cls.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
+
+    def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cls_feat = x
+        for conv in self.cls_convs:
+            cls_feat = conv(cls_feat)
+        reg_feat = x
+        for conv in self.reg_convs:
+            reg_feat = conv(reg_feat)
+
+        reg_init = self.vfnet_reg(self.vfnet_reg_conv(reg_feat))
+        bbox_init = self.scales[level](reg_init).float().exp() * self.reg_denoms[level]  # [B, 4, h, w]
+
+        offset = star_dcn_offset(bbox_init, self.strides[level], self.gradient_mul).to(reg_feat.dtype)
+        refine_feat = torch.relu(self.vfnet_reg_refine_dconv(reg_feat, offset))
+        factor = self.scales_refine[level](self.vfnet_reg_refine(refine_feat)).float().exp()
+        bbox_refine = factor * bbox_init.detach()  # [B, 4, h, w]
+
+        cls_logits = self.vfnet_cls(torch.relu(self.vfnet_cls_dconv(cls_feat, offset)))  # [B, C, h, w]
+        return cls_logits, bbox_init, bbox_refine
+
+    def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return [self.forward_level(x, level) for level, x in enumerate(feats)]

@@ -1,0 +1,179 @@
+"""Import official VFNet / mmdetection checkpoints (`.pth`) into our safetensors format.
+
+Reading never executes code from the file: `torch.load(weights_only=True)` only rebuilds tensors and
+plain containers. mmdetection 3.x / mmengine checkpoints also pickle bookkeeping objects
+(`message_hub` history buffers, numpy arrays); any global from the mm* or numpy modules is replaced
+by an inert `Opaque` record (nothing of the real class runs), and any other global -- `os.system`,
+`builtins.eval`, ... -- makes us refuse the file.
+
+The preset is read off the keys and shapes: block count and type of `layer3` (depth), the grouped
+3x3 conv of `layer1.0` (ResNeXt groups and width), `conv_offset` keys (DCNv2), and `vfnet_cls`
+(number of classes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint
+from .config import VFNetConfig
+from .detector import VFNet
+from .presets import PRESETS, build_vfnet
+
+_INERT_MODULES = ("mmengine", "mmdet", "mmcv", "numpy")
+_GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+class Opaque:
+    """Stand-in for a pickled object of a class we do not import; keeps its arguments as data."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def safe_torch_load(path: Path) -> object:
+    """torch.load with weights_only=True, standing in `Opaque` for mm*/numpy globals; never runs code."""
+    inert: list[tuple[type, str]] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(inert):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = _GLOBAL_IN_ERROR.search(str(exc))
+            if found is None:  # damaged, or an unpickling step the safe loader does not allow
+                detail = str(exc).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint that can be read safely ({detail})") from None
+            name = found.group(1)
+            if not name.startswith(tuple(m + "." for m in _INERT_MODULES)):
+                raise CheckpointError(f"{path}: refused: it references {name}, which loading could execute") from None
+            if (Opaque, name) in inert:  # the stand-in was not enough; do not loop forever
+                raise CheckpointError(f"{path}: cannot read {name} safely") from None
+            inert.append((Opaque, name))
+        except Exception as exc:  # a truncated file, a zip that is not torch's, random bytes ...
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _state_dict_and_classes(checkpoint: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a VFNet checkpoint (the file holds a {type(checkpoint).__name__}, not a dict)")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a VFNet checkpoint ('state_dict' is a {type(state).__name__})")
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    classes = meta.get("CLASSES", dataset_meta.get("classes"))  # mmdet 2.x, then mmdet 3.x
+    if classes is not None and not (isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: class names in the metadata are not a list of strings")
+    return state, list(classes) if classes is not None else None
+
+
+def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of numbered children under `prefix` (e.g. 'backbone.layer3.' -> blocks in layer3)."""
+    indices = {int(k[len(prefix) :].split(".")[0]) for k in state if k.startswith(prefix) and k[len(prefix)].isdigit()}
+    return max(indices) + 1 if indices else 0
+
+
+def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
+    """(preset name, VFNetConfig overrides) that fit the keys and shapes of an official state dict."""
+    if "bbox_head.vfnet_cls.weight" not in state or "bbox_head.vfnet_reg_refine.weight" not in state:
+        sample = ", ".join(sorted(state)[:3]) or "no tensors at all"
+        raise CheckpointError(f"not a VFNet checkpoint: no bbox_head.vfnet_cls / vfnet_reg_refine weights (found {sample}, ...)")
+    if "backbone.layer1.0.conv2.weight" not in state:
+        raise CheckpointError("unsupported backbone: no ResNet keys (backbone.layer1.0.conv2.weight); pass --preset")
+    bottleneck = "backbone.layer1.0.conv3.weight" in state
+    blocks = [_count(state, f"backbone.layer{i}.") for i in (1, 2, 3, 4)]
+    depth = {(False, 2, 2, 2, 2): 18, (False, 3, 4, 6, 3): 34, (True, 3, 4, 6, 3): 50, (True, 3, 4, 23, 3): 101}.get(
+        (bottleneck, *blocks)
+    )
+    width, width_per_group = state["backbone.layer1.0.conv2.weight"].shape[:2]
+    stacked = _count(state, "bbox_head.cls_convs.")
+    structure = dict(
+        depth=depth,
+        groups=int(width // width_per_group) if bottleneck else 1,
+        width_per_group=int(width_per_group) if bottleneck else 64,
+        dcn_stages=tuple(f"backbone.layer{i}.0.conv2.conv_offset.weight" in state for i in (1, 2, 3, 4)),
+        dcn_on_last_conv=f"bbox_head.cls_convs.{stacked - 1}.conv.conv_offset.weight" in state,
+    )
+    candidates = [
+        name for name, cfg in PRESETS.items() if all(getattr(cfg, k) == v for k, v in structure.items())
+    ]
+    if depth is None or not candidates:
+        raise CheckpointError(f"no preset has this backbone ({structure}); pass --preset")
+    preset = candidates[0]
+    cls_weight = state["bbox_head.vfnet_cls.weight"]
+    found = dict(
+        num_classes=int(cls_weight.shape[0]),
+        feat_channels=int(cls_weight.shape[1]),
+        fpn_channels=int(state["neck.lateral_convs.0.conv.weight"].shape[0]) if "neck.lateral_convs.0.conv.weight" in state else None,
+        stacked_convs=stacked,
+    )
+    return preset, {k: v for k, v in found.items() if v is not None and getattr(PRESETS[preset], k) != v}
+
+
+def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, fp16: bool = False) -> VFNet:
+    """Convert an official / mmdetection 2.x or 3.x VFNet checkpoint; returns the loaded model.
+
+    Raises CheckpointError (with the missing / unexpected keys and shape mismatches) when the
+    weights do not fit. Without `preset`, it is detected from the keys and shapes; with it, only the
+    class count is taken from the file.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: no such file")
+    state, class_names = _state_dict_and_classes(safe_torch_load(src), src)
+    if preset is None:
+        preset, overrides = detect_preset(state)
+    elif "bbox_head.vfnet_cls.weight" in state:
+        overrides = {"num_classes": int(state["bbox_head.vfnet_cls.weight"].shape[0])}
+    else:
+        raise CheckpointError(f"{src}: not a VFNet checkpoint: no bbox_head.vfnet_cls weights")
+    try:
+        model = build_vfnet(preset, **overrides)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if class_names is not None and len(class_names) != model.config.num_classes:
+        raise CheckpointError(f"{src}: meta lists {len(class_names)} classes but vfnet_cls predicts {model.config.num_classes}")
+    if class_names is not None:
+        model.class_names = tuple(class_names)
+    load_state_dict_strict(model, state, source=str(src))
+    save_checkpoint(model, dst, dtype=torch.float16 if fp16 else torch.float32, extra={"converted_from": src.name})
+    return model
+
+
+def _describe(config: VFNetConfig) -> str:
+    return f"{config.num_classes} classes, input fit {config.input_size[0]}x{config.input_size[1]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vfnet convert-mmdet",
+        description="Convert an official VFNet / mmdetection checkpoint (.pth) to a vfnet-serve checkpoint "
+        "(.safetensors). The file is read without executing any code in it.",
+        epilog="examples:\n"
+        "  vfnet convert-mmdet vfnet_r50_fpn_1x_coco_20201027-38db6f58.pth vfnet_r50.safetensors\n"
+        "  vfnet convert-mmdet my_vfnet.pth my_vfnet.safetensors --preset vfnet_r50_fpn_mdconv --fp16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", type=Path, help="official / mmdetection 2.x or 3.x checkpoint (.pth)")
+    parser.add_argument("dst", type=Path, help="output checkpoint (.safetensors)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default: detected from the keys)")
+    parser.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    args = parser.parse_args(argv)
+    try:
+        model = convert_mmdet(args.src, args.dst, preset=args.preset, fp16=args.fp16)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size_mb = args.dst.stat().st_size / 1e6
+    print(f"{args.src} -> {args.dst} ({size_mb:.1f} MB): preset {model.preset}, {_describe(model.config)}")
+    return 0

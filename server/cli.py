@@ -1,0 +1,35 @@
+"""The `vfnet` command: a thin dispatcher over subcommands that live in their own packages.
+
+Each subcommand's module is imported only when that subcommand runs, so `vfnet serve` never imports
+torch, `vfnet.train` or `vfnet.export`, and `vfnet --help` starts instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with a `main(argv) -> int`, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert-mmdet": ("vfnet.model.mmdet", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
+}
+
+USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options)\n\ncommands:\n" + "\n".join(
+    f"  {name:<15} {summary}" for name, (_, summary) in COMMANDS.items()
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"vfnet: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,8 +2,9 @@
 
 `forward` is the inference contract shared by every backend (design.md):
 
-    images      uint8 [B, 3, H, W]  RGB, resized (keep ratio) and zero-padded; H, W multiples of 32
-    image_sizes int   [B, 2]        (h, w) of each image's resized, unpadded content
+    images        uint8 [B, 3, H, W]  RGB, resized (keep ratio) and zero-padded; H, W multiples of 32
+    image_sizes   int   [B, 2]        (h, w) of each image's resized, unpadded content
+    iou_threshold float [1]           class-aware NMS IoU threshold (optional; default config.iou_threshold)
     -> Detections(boxes [B, K, 4] xyxy in resized-image pixels, scores [B, K] IACS,
                   labels [B, K] (-1 pads), num_detections [B]),  K = config.max_detections
 
@@ -56,24 +57,27 @@ class VFNet(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).reshape(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, H, W] -> float32 (x - mean) / std, with the padding set to 0 afterwards.
+        """uint8 [B, 3, H, W] -> (x - mean) / std, with the padding set to 0 afterwards.
 
         The official pipeline pads *after* normalising, so the padded area is 0, not -mean/std.
+        Computed in float32, returned in the dtype of the backbone (float16 after `model.half()`).
         """
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+        x = (images.float() - self.pixel_mean.float()) / self.pixel_std.float()
         rows = torch.arange(images.shape[2], device=images.device)
         cols = torch.arange(images.shape[3], device=images.device)
         inside = (rows[None, :, None] < image_sizes[:, 0, None, None]) & (
             cols[None, None, :] < image_sizes[:, 1, None, None]
         )  # [B, H, W]
-        return x * inside[:, None].to(x.dtype)
+        return (x * inside[:, None].to(x.dtype)).to(self.backbone.conv1.weight.dtype)
 
     def raw_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Normalised float x [B, 3, H, W] -> per level (cls_logits [B, C, h, w],
         bbox_init [B, 4, h, w], bbox_refine [B, 4, h, w]); boxes as (l, t, r, b) pixel distances."""
         return self.bbox_head(self.neck(self.backbone(x)))
 
-    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> Detections:
+    def forward(
+        self, images: torch.Tensor, image_sizes: torch.Tensor, iou_threshold: torch.Tensor | None = None
+    ) -> Detections:
         levels = self.raw_outputs(self.normalize(images, image_sizes))
         c = self.config
         return postprocess(
@@ -82,6 +86,6 @@ class VFNet(nn.Module):
             c.strides,
             c.nms_pre,
             c.score_threshold,
-            c.iou_threshold,
+            c.iou_threshold if iou_threshold is None else iou_threshold,
             c.max_detections,
         )

@@ -50,11 +50,11 @@ def top_candidates(
     """One level's candidates: the `nms_pre` locations with the highest max-over-classes IACS.
 
     cls_logits [B, C, h, w], bbox_pred [B, 4, h, w] (l, t, r, b) -> boxes [B, k, 4] xyxy (not
-    clamped) and scores [B, k, C], k = min(nms_pre, h * w).
+    clamped) and scores [B, k, C], k = min(nms_pre, h * w); float32 whatever the head computed in.
     """
     batch, num_classes, height, width = cls_logits.shape
-    scores = cls_logits.sigmoid().permute(0, 2, 3, 1).reshape(batch, height * width, num_classes)  # [B, hw, C]
-    distances = bbox_pred.permute(0, 2, 3, 1).reshape(batch, height * width, 4)  # [B, hw, 4]
+    scores = cls_logits.float().sigmoid().permute(0, 2, 3, 1).reshape(batch, height * width, num_classes)  # [B, hw, C]
+    distances = bbox_pred.float().permute(0, 2, 3, 1).reshape(batch, height * width, 4)  # [B, hw, 4]
     points = level_points(height, width, stride, device=cls_logits.device)  # [hw, 2]
     k = torch.sym_min(nms_pre, height * width)
     top = scores.max(dim=2).values.topk(k, dim=1).indices  # [B, k]
@@ -65,18 +65,19 @@ def top_candidates(
 
 @torch.library.custom_op("vfnet::multiclass_nms", mutates_args=())
 def multiclass_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, iou_threshold: float, max_detections: int
+    boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, iou_threshold: torch.Tensor, max_detections: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS per image, returning padded `Detections` fields.
 
-    boxes [B, N, 4] xyxy, scores [B, N, C] -> boxes [B, K, 4], scores [B, K], labels [B, K] (-1 pads),
-    num_detections [B], with K = max_detections. Candidates are the (box, class) pairs with
-    score > score_threshold; images and classes never suppress each other.
+    boxes [B, N, 4] xyxy, scores [B, N, C], iou_threshold [1] -> boxes [B, K, 4], scores [B, K],
+    labels [B, K] (-1 pads), num_detections [B], with K = max_detections. Candidates are the
+    (box, class) pairs with score > score_threshold; images and classes never suppress each other.
+    The IoU threshold is a tensor so that exported graphs take it as an input.
     """
     batch, _, num_classes = scores.shape
     image, box, label = torch.nonzero(scores > score_threshold, as_tuple=True)  # [M] each
     cand_boxes, cand_scores = boxes[image, box], scores[image, box, label]  # [M, 4], [M]
-    keep = batched_nms(cand_boxes, cand_scores, image * num_classes + label, iou_threshold)  # by score
+    keep = batched_nms(cand_boxes, cand_scores, image * num_classes + label, float(iou_threshold))  # by score
     keep = keep[torch.sort(image[keep], stable=True).indices]  # group by image, keep score order
     kept_image = image[keep]
     counts = torch.bincount(kept_image, minlength=batch)  # [B]
@@ -110,14 +111,17 @@ def postprocess(
     strides: tuple[int, ...],
     nms_pre: int,
     score_threshold: float,
-    iou_threshold: float,
+    iou_threshold: float | torch.Tensor,
     max_detections: int,
 ) -> Detections:
     """Per-level (cls_logits [B, C, h, w], bbox_refine [B, 4, h, w]) -> padded `Detections`.
 
     image_sizes [B, 2] holds each image's content (h, w) in input pixels; boxes are clamped to it.
+    iou_threshold is a float or a float32 tensor of shape [1].
     """
     candidates = [top_candidates(logits, bbox, s, nms_pre) for (logits, bbox), s in zip(level_outputs, strides)]
     boxes = clamp_to_size(torch.cat([b for b, _ in candidates], dim=1), image_sizes)  # [B, N, 4]
     scores = torch.cat([s for _, s in candidates], dim=1)  # [B, N, C]
+    if not isinstance(iou_threshold, torch.Tensor):
+        iou_threshold = torch.tensor([iou_threshold], dtype=torch.float32)
     return Detections(*multiclass_nms(boxes, scores, score_threshold, iou_threshold, max_detections))

@@ -12,6 +12,7 @@ import sys
 # name -> (module with a `main(argv) -> int`, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert-mmdet": ("vfnet.model.mmdet", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
+    "export": ("vfnet.export.cli", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)"),
 }
 
 USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options)\n\ncommands:\n" + "\n".join(

@@ -1,0 +1,61 @@
+"""ONNX Runtime backend: CUDA execution provider when available, else CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model_info import ModelInfo, ModelLoadError
+
+INPUTS = {"images", "image_sizes", "iou_threshold"}
+
+
+class OnnxRuntimeBackend:
+    """Serves an ONNX file written by `vfnet export onnx` (the detections graph).
+
+    device: "auto" (CUDA when onnxruntime-gpu sees a GPU, else CPU), "cuda" or "cpu".
+    intra_op_threads / inter_op_threads: ONNX Runtime thread pools (None: its defaults).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelLoadError("the onnxruntime backend needs onnxruntime: pip install 'vfnet-serve[cpu]' (or [gpu])") from None
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ModelLoadError("device cuda requested, but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        if inter_op_threads is not None:
+            options.inter_op_num_threads = inter_op_threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != "vfnet-serve":
+            raise ModelLoadError(f"{path}: an ONNX model, but not one exported by vfnet-serve (no format=vfnet-serve metadata)")
+        if meta.get("graph") != "detections":
+            raise ModelLoadError(f"{path}: exported with --raw (head outputs only); export without --raw to serve it")
+        names = {i.name for i in self.session.get_inputs()}
+        if names != INPUTS:
+            raise ModelLoadError(f"{path}: inputs {sorted(names)}, expected {sorted(INPUTS)}")
+        device_used = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.info = ModelInfo.from_metadata(meta, backend=self.name, device=device_used, source=str(path))
+
+    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
+        feeds = {
+            "images": images,
+            "image_sizes": image_sizes.astype(np.int64, copy=False),
+            "iou_threshold": np.array([iou_threshold], dtype=np.float32),
+        }
+        boxes, scores, labels, num = self.session.run(["boxes", "scores", "labels", "num_detections"], feeds)
+        return boxes, scores, labels, num

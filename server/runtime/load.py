@@ -1,0 +1,51 @@
+"""load_detector: a model file -> a Detector with the right backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .detector import Detector
+from .images import DEFAULT_MAX_PIXELS
+from .model_info import ModelLoadError
+
+BACKENDS = ("auto", "onnxruntime", "torch")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header starting with '{'."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
+def load_detector(
+    path: str | Path,
+    backend: str = "auto",
+    device: str = "auto",
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Detector:
+    """Load a model for inference.
+
+    backend "auto" picks from the file: an ONNX file (`vfnet export onnx`) -> ONNX Runtime, a
+    vfnet-serve checkpoint (.safetensors) -> the torch backend. device: "auto", "cpu" or "cuda".
+    intra_op_threads / inter_op_threads size the backend's thread pools (torch uses the first).
+    max_pixels caps decoded image size (None: no cap). Raises ModelLoadError with the reason.
+    """
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    if backend == "auto":
+        backend = "torch" if _looks_like_safetensors(path) else "onnxruntime"
+    if backend == "torch":
+        from .backends.torch import TorchBackend
+
+        return Detector(TorchBackend(path, device=device, threads=intra_op_threads), max_pixels)
+    from .backends.onnxruntime import OnnxRuntimeBackend
+
+    return Detector(OnnxRuntimeBackend(path, device, intra_op_threads, inter_op_threads), max_pixels)

@@ -1,0 +1,61 @@
+"""Session-wide fixtures: one small random-initialised model, saved and exported once.
+
+The model is `vfnet_r18_demo` with random weights and a zeroed classification bias, so that IACS
+values sit near 0.5 and every image yields plenty of detections (a non-trivial score distribution
+for parity tests). Exports take ~20 s each, hence session scope.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    torch = pytest.importorskip("torch")
+    from vfnet.model import build_vfnet
+
+    torch.manual_seed(0)
+    model = build_vfnet("vfnet_r18_demo", class_names=["circle", "square", "triangle", "star", "ring", "cross", "hex", "bar"])
+    torch.nn.init.zeros_(model.bbox_head.vfnet_cls.bias)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    from vfnet.model import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """The detections graph (fp32)."""
+    from vfnet.export import export_onnx
+
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "tiny.onnx").path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_raw(tiny_model, tmp_path_factory):
+    """The raw head-outputs graph (fp32)."""
+    from vfnet.export import export_onnx
+
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "tiny_raw.onnx", raw=True).path
+
+
+@pytest.fixture(scope="session")
+def photo_like_images():
+    """Three smooth, differently sized RGB images (uint8 HxWx3): gradients plus blobs."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = []
+    for h, w in ((240, 320), (300, 200), (97, 413)):
+        yy, xx = np.mgrid[0:h, 0:w]
+        image = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], axis=-1)
+        for _ in range(4):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(10, 60)
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+        images.append(image.astype(np.uint8))
+    return images

@@ -122,19 +122,23 @@ class Batch:
     original_sizes: np.ndarray
 
 
+def pad_images(resized: list[np.ndarray], size_divisor: int) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 uint8 arrays -> (images uint8 [B, 3, H, W] zero-padded at the bottom/right to the largest
+    size rounded up to a multiple of `size_divisor`, image_sizes int64 [B, 2] content (h, w))."""
+    pad_h = -(-max(r.shape[0] for r in resized) // size_divisor) * size_divisor
+    pad_w = -(-max(r.shape[1] for r in resized) // size_divisor) * size_divisor
+    images = np.zeros((len(resized), 3, pad_h, pad_w), dtype=np.uint8)
+    for b, r in enumerate(resized):
+        images[b, :, : r.shape[0], : r.shape[1]] = r.transpose(2, 0, 1)  # HWC -> CHW
+    return images, np.array([r.shape[:2] for r in resized], dtype=np.int64)
+
+
 def make_batch(arrays: list[np.ndarray], input_size: tuple[int, int], size_divisor: int) -> Batch:
     """Resize each HxWx3 uint8 RGB array to fit `input_size` and pad them into one batch."""
     resized = []
     for array in arrays:
         h, w = fit_size(array.shape[0], array.shape[1], input_size)
         resized.append(cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != array.shape[:2] else array)
-    pad_h = -(-max(r.shape[0] for r in resized) // size_divisor) * size_divisor
-    pad_w = -(-max(r.shape[1] for r in resized) // size_divisor) * size_divisor
-    images = np.zeros((len(resized), 3, pad_h, pad_w), dtype=np.uint8)
-    for b, r in enumerate(resized):
-        images[b, :, : r.shape[0], : r.shape[1]] = r.transpose(2, 0, 1)  # HWC -> CHW
-    return Batch(
-        images=images,
-        image_sizes=np.array([r.shape[:2] for r in resized], dtype=np.int64),
-        original_sizes=np.array([a.shape[:2] for a in arrays], dtype=np.int64),
-    )
+    images, image_sizes = pad_images(resized, size_divisor)
+    original_sizes = np.array([a.shape[:2] for a in arrays], dtype=np.int64)
+    return Batch(images=images, image_sizes=image_sizes, original_sizes=original_sizes)

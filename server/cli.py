@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module with a `main(argv) -> int`, one-line summary)
+# name -> ("module:function" taking argv and returning an exit code, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert-mmdet": ("vfnet.model.mmdet", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
-    "export": ("vfnet.export.cli", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)"),
+    "convert-mmdet": ("vfnet.model.mmdet:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
+    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)"),
+    "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format"),
+    "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data"),
+    "eval": ("vfnet.train.cli:eval_main", "COCO metrics of a model on COCO-format data, through the runtime"),
 }
 
 USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options)\n\ncommands:\n" + "\n".join(
@@ -28,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vfnet: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    module_name, function = COMMANDS[argv[0]][0].split(":")
+    return getattr(importlib.import_module(module_name), function)(argv[1:])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from .images import DEFAULT_MAX_PIXELS
 from .model_info import ModelLoadError
 
 BACKENDS = ("auto", "onnxruntime", "torch")
+# The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md).
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "vfnet_r18_demo.safetensors"
 
 
 def _looks_like_safetensors(path: Path) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from torchvision.ops import deform_conv2d
+from torchvision import ops
+from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from vfnet.model import build_vfnet
 from vfnet.model.head import star_dcn_offset
+from vfnet.model.layers import deform_conv2d
 
 STRIDE = 16
 Y, X = 5, 7  # feature cell of the anchor: pixel (x, y) = (112, 80)
@@ -50,7 +53,7 @@ def test_deform_conv_really_samples_the_star():
         feature[0, 0, int(row), int(col)] = 1.0
         weight = torch.zeros(1, 1, 3, 3)
         weight[0, 0, k // 3, k % 3] = 1.0
-        out = deform_conv2d(feature, offset, weight, padding=(1, 1))
+        out = tv_deform_conv2d(feature, offset, weight, padding=(1, 1))
         assert out[0, 0, Y, X].item() == 1.0, k
 
 
@@ -83,9 +86,9 @@ def test_head_deform_convs_equal_hand_built_reference():
                 reg_feat = conv(reg_feat)
             init = torch.exp(head.vfnet_reg(head.vfnet_reg_conv(reg_feat)) * head.scales[level].scale) * head.reg_denoms[level]
             offset = official_star_offset(init, stride)
-            refine_feat = torch.relu(deform_conv2d(reg_feat, offset, head.vfnet_reg_refine_dconv.weight, padding=(1, 1)))
+            refine_feat = torch.relu(tv_deform_conv2d(reg_feat, offset, head.vfnet_reg_refine_dconv.weight, padding=(1, 1)))
             refine = torch.exp(head.vfnet_reg_refine(refine_feat) * head.scales_refine[level].scale) * init
-            cls_feat = torch.relu(deform_conv2d(cls_feat, offset, head.vfnet_cls_dconv.weight, padding=(1, 1)))
+            cls_feat = torch.relu(tv_deform_conv2d(cls_feat, offset, head.vfnet_cls_dconv.weight, padding=(1, 1)))
             logits = head.vfnet_cls(cls_feat)
 
             for ours, ref in ((bbox_init, init), (bbox_refine, refine), (cls_logits, logits)):
@@ -101,3 +104,28 @@ def test_only_gradient_mul_of_the_offset_gradient_reaches_the_box():
     expected = torch.zeros(1, 4, 2, 2)
     expected[:, 1] = -0.1 / STRIDE
     torch.testing.assert_close(bbox.grad, expected)
+
+
+@pytest.mark.parametrize(
+    "shape, stride, groups, with_mask",
+    [((2, 8, 12, 17), 1, 1, False), ((1, 8, 2, 1), 1, 1, False), ((2, 16, 11, 14), 2, 4, True)],
+)
+def test_training_path_matches_torchvision_values_and_gradients(shape, stride, groups, with_mask):
+    """With gradients on, deform_conv2d samples with grid_sample (fast CPU backward); it must equal
+    torchvision's op in value and in every gradient, including at the map borders."""
+    g = torch.Generator().manual_seed(1)
+    batch, channels, height, width = shape
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    x = torch.randn(shape, generator=g)
+    offset = torch.randn(batch, 18, out_h, out_w, generator=g) * 2.5  # many taps land outside the map
+    weight = torch.randn(12, channels // groups, 3, 3, generator=g) * 0.1
+    bias = torch.randn(12, generator=g)
+    mask = torch.rand(batch, 9, out_h, out_w, generator=g) if with_mask else None
+    results = []
+    for fn in (deform_conv2d, lambda *a, **k: ops.deform_conv2d(*a[:4], stride=(stride, stride), padding=(1, 1), mask=k.get("mask"))):
+        inputs = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+        out = fn(*inputs, stride=stride, mask=mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), *(t.grad for t in inputs)))
+    for name, ours, reference in zip(("value", "d_x", "d_offset", "d_weight", "d_bias"), *results):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4, msg=name)

@@ -1,0 +1,125 @@
+"""`vfnet data synth`, `vfnet train` and `vfnet eval`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+Formatter = argparse.RawDescriptionHelpFormatter
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vfnet data", description="Make detection data sets.")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="{synth}")
+    synth = kinds.add_parser(
+        "synth",
+        help="a deterministic synthetic detection set in COCO format",
+        description="Eight shape classes (circle, triangle, rectangle, star, ring, cross, hexagon, arrow) on "
+        "cluttered, textured scenes; boxes tight around the visible part of each object. Writes "
+        "OUT/annotations.json and OUT/images/*.jpg. The same seed always gives the same set.",
+        epilog="examples:\n  vfnet data synth --out data/train --images 6000 --seed 1\n"
+        "  vfnet data synth --out data/val --images 500 --seed 2 --size 512",
+        formatter_class=Formatter,
+    )
+    synth.add_argument("--out", required=True, type=Path, help="output folder")
+    synth.add_argument("--images", required=True, type=int, help="number of images")
+    synth.add_argument("--seed", required=True, type=int, help="random seed (use different seeds for train and val)")
+    synth.add_argument("--size", type=int, default=512, help="long side of every image in pixels (default 512)")
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.size < 64:
+        parser.error("--images must be at least 1 and --size at least 64")
+    from .synth import generate
+
+    with tqdm(total=args.images, unit="img", disable=None) as bar:
+        path = generate(args.out, args.images, args.seed, args.size, progress=lambda n: bar.update(1))
+    print(f"wrote {args.images} images and {path}")
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    from .trainer import TrainConfig
+
+    defaults = TrainConfig(data="", out="")
+    parser = argparse.ArgumentParser(
+        prog="vfnet train",
+        description="Train a VFNet (ATSS assignment, Varifocal Loss, IoU-weighted GIoU) on a COCO-format set. "
+        "Shows a progress bar, saves OUT/last.pt periodically and resumes from it, and writes "
+        "OUT/final.safetensors (float16 storage, class names in the metadata).",
+        epilog="examples:\n  vfnet train --data data/train --out runs/demo\n"
+        "  vfnet train --data data/train --out runs/fl --cls-loss focal --epochs 6   # the ablation's baseline",
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--data", required=True, help="folder with annotations.json and images (or the json itself)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--preset", default=defaults.preset, help=f"model preset (default {defaults.preset})")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="base learning rate (biases get 2x)")
+    parser.add_argument("--lr-steps", type=int, nargs="*", default=list(defaults.lr_steps), help="epochs after which lr drops 10x")
+    parser.add_argument("--warmup-iters", type=int, default=defaults.warmup_iters)
+    parser.add_argument("--scale-range", type=float, nargs=2, default=list(defaults.scale_range), metavar=("MIN", "MAX"))
+    parser.add_argument("--cls-loss", choices=("varifocal", "focal"), default=defaults.cls_loss)
+    parser.add_argument("--max-images", type=int, default=0, help="train on the first N images only (0: all)")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="iterations between resume files")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 1.7x faster on CPUs with AVX-512 BF16)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in ("lr_steps", "scale_range", "momentum", "weight_decay", "warmup_ratio", "flip")
+        },
+        lr_steps=tuple(args.lr_steps),
+        scale_range=tuple(args.scale_range),
+    )
+    from .trainer import train
+
+    try:
+        path = train(config, resume=not args.no_resume)
+    except (FileNotFoundError, ValueError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    from vfnet.server.runtime.load import BACKENDS, DEMO_CHECKPOINT
+
+    parser = argparse.ArgumentParser(
+        prog="vfnet eval",
+        description="COCO bbox metrics (pycocotools) of a model on a COCO-format set, computed on what the "
+        "runtime serves (any backend). Prints one JSON object.",
+        epilog="examples:\n  vfnet eval --data data/val                       # the bundled demo model\n"
+        "  vfnet eval --model demo.onnx --data data/val --results dets.json",
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint or ONNX file (default: the demo model)")
+    parser.add_argument("--data", required=True, help="folder with annotations.json and images")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--results", type=Path, help="also write the detections in COCO results format")
+    parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")
+    args = parser.parse_args(argv)
+
+    from vfnet.server.runtime import ModelLoadError, load_detector
+
+    from .evaluate import evaluate
+
+    try:
+        detector = load_detector(args.model, backend=args.backend, max_pixels=None)
+        with tqdm(unit="img", disable=None, file=sys.stderr) as bar:
+            metrics = evaluate(detector, args.data, args.batch_size, args.oracle, args.results, progress=bar.update)
+    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics))
+    return 0

@@ -1,0 +1,93 @@
+"""COCO evaluation of what is served: detections come from `vfnet.server.runtime` (any backend).
+
+Metrics are pycocotools' bbox COCOeval: AP (IoU .50:.95), AP50, AP75, APs, APm, APl, AR1, AR10, AR100.
+With `oracle=True` every detection's score is replaced by its IoU with the best-matching ground truth
+of its predicted class (0 when there is none) before ranking: how good AP would be if the score
+ranked boxes by localisation quality perfectly (the VFNet paper's motivating experiment; here applied
+to the detections the model kept after its own NMS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from vfnet.server.runtime import DetectionResult, Detector
+
+from .dataset import CocoDetection
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, 4] x [M, 4] xyxy -> [N, M] IoU."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _oracle_scores(result: DetectionResult, gt_boxes: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
+    scores = np.zeros(len(result), dtype=np.float32)
+    for i, (box, label) in enumerate(zip(result.boxes, result.labels)):
+        same = gt_boxes[gt_labels == label]
+        if len(same):
+            scores[i] = _pairwise_iou(box[None], same).max()
+    return scores
+
+
+def detections_as_coco(detector: Detector, dataset: CocoDetection, batch_size: int = 4, oracle: bool = False, progress=None) -> list[dict]:
+    """All detections in COCO results format ([x, y, w, h] boxes, dataset category ids)."""
+    if len(detector.metadata.class_names) != len(dataset.category_ids):
+        raise ValueError(
+            f"the model has {len(detector.metadata.class_names)} classes, the data {len(dataset.category_ids)} categories"
+        )
+    results = []
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        arrays = [detector.decode(dataset.image_bytes(i)) for i in indices]
+        for index, result in zip(indices, detector.infer(arrays)):
+            image_id = dataset.images[index]["id"]
+            scores = result.scores
+            if oracle:
+                gt_boxes, gt_labels = dataset.targets(image_id)
+                scores = _oracle_scores(result, gt_boxes, gt_labels)
+            for box, score, label in zip(result.boxes, scores, result.labels):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                results.append(
+                    {"image_id": image_id, "category_id": dataset.category_ids[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+                )
+        if progress is not None:
+            progress(len(indices))
+    return results
+
+
+def coco_metrics(annotations: Path, detections: list[dict]) -> dict[str, float]:
+    """pycocotools bbox evaluation (its printed tables are silenced) -> {metric: value or None}."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(annotations))
+        if not detections:
+            return {name: 0.0 for name in METRICS}
+        dt = gt.loadRes(detections)
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # pycocotools reports -1 where the data has no ground truth (e.g. no large objects): None here
+    return {name: round(float(value), 4) if value >= 0 else None for name, value in zip(METRICS, evaluator.stats)}
+
+
+def evaluate(detector: Detector, data: str | Path, batch_size: int = 4, oracle: bool = False, results_out: str | Path | None = None, progress=None) -> dict[str, float]:
+    dataset = CocoDetection(data)
+    detections = detections_as_coco(detector, dataset, batch_size, oracle, progress)
+    if results_out is not None:
+        Path(results_out).write_text(json.dumps(detections))
+    return coco_metrics(dataset.annotations, detections)

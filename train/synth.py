@@ -124,10 +124,10 @@ class SynthObject:
     visible: np.ndarray  # HxW bool mask of the visible pixels
 
 
-def _place(rng: np.random.Generator, kind: str, height: int, width: int) -> np.ndarray:
+def _place(rng: np.random.Generator, kind: str, height: int, width: int, min_side: float) -> np.ndarray:
     """A full object mask at a random size, aspect ratio, rotation and position."""
     outline, hole = shape_outline(kind)
-    side = math.exp(rng.uniform(math.log(MIN_SIDE), math.log(0.85 * min(height, width))))
+    side = math.exp(rng.uniform(math.log(min_side), math.log(0.85 * min(height, width))))
     aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     scale = np.array([side / 2 * math.sqrt(aspect), side / 2 / math.sqrt(aspect)])
     angle = rng.uniform(0, 2 * math.pi)
@@ -139,14 +139,16 @@ def _place(rng: np.random.Generator, kind: str, height: int, width: int) -> np.n
     return mask
 
 
-def render_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[SynthObject]]:
+def render_image(
+    rng: np.random.Generator, height: int, width: int, min_side: float = MIN_SIDE, max_objects: int = 8
+) -> tuple[np.ndarray, list[SynthObject]]:
     """One scene: HxWx3 uint8 RGB and its objects (each at least MIN_VISIBLE visible)."""
     image = _background(rng, height, width)
     placed: list[tuple[int, np.ndarray, int]] = []  # (label, visible mask, full area), drawing order
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(2, max_objects + 1))):
         label = int(rng.integers(0, len(CLASSES)))
         for _attempt in range(10):
-            mask = _place(rng, CLASSES[label], height, width)
+            mask = _place(rng, CLASSES[label], height, width, min_side)
             area = int(mask.sum())
             if area < 30 or mask[:, [0, -1]].any() or mask[[0, -1], :].any():  # too small, or cut by the border
                 continue

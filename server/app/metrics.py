@@ -1,0 +1,38 @@
+"""Prometheus metrics of one app (own registry, so several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from vfnet.server.runtime import ModelInfo
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("vfnet_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "vfnet_request_duration_seconds", "Total request time", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_seconds = Histogram("vfnet_queue_duration_seconds", "Time images wait for a batch", buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_seconds = Histogram(
+            "vfnet_inference_duration_seconds", "Backend call time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "vfnet_batch_size", "Images per backend call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r
+        )
+        self.images = Counter("vfnet_images", "Images detected", registry=r)
+        self.queue_depth = Gauge("vfnet_queue_depth", "Images waiting for a batch", registry=r)
+        self.in_flight = Gauge("vfnet_in_flight_requests", "Requests being handled", registry=r)
+        self.model_info = Gauge(
+            "vfnet_model_info", "The served model (value 1)", ["preset", "backend", "device", "precision", "version"], registry=r
+        )
+
+    def set_model(self, info: ModelInfo) -> None:
+        self.model_info.labels(info.preset, info.backend, info.device, info.precision, info.version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

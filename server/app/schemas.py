@@ -1,0 +1,59 @@
+"""Response bodies of the HTTP API (they also document the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Detection(BaseModel):
+    box: list[float] = Field(..., description="[x1, y1, x2, y2] in original-image pixels (after EXIF orientation)", examples=[[48.2, 31.0, 210.7, 188.4]])
+    score: float = Field(..., description="IoU-aware classification score (IACS), 0..1", examples=[0.87])
+    class_id: int = Field(..., examples=[3])
+    class_name: str = Field(..., examples=["star"])
+
+
+class ImageResult(BaseModel):
+    width: int = Field(..., description="image width in pixels", examples=[640])
+    height: int = Field(..., examples=[480])
+    detections: list[Detection] = Field(..., description="best score first")
+
+
+class ModelSummary(BaseModel):
+    preset: str = Field(..., examples=["vfnet_r18_demo"])
+    backend: str = Field(..., examples=["onnxruntime"])
+    device: str = Field(..., examples=["cpu"])
+    precision: str = Field(..., examples=["fp32"])
+    version: str = Field(..., examples=["0.1.0"])
+
+
+class Timing(BaseModel):
+    decode: float = Field(..., description="reading and decoding the images, ms")
+    queue: float = Field(..., description="waiting for a batch, ms")
+    inference: float = Field(..., description="the backend call of the batch, ms")
+    total: float = Field(..., description="whole request, ms")
+
+
+class DetectResponse(BaseModel):
+    model: ModelSummary
+    results: list[ImageResult] = Field(..., description="one entry per uploaded image, in upload order")
+    timing_ms: Timing
+
+
+class ModelMetadata(BaseModel):
+    preset: str
+    backend: str
+    device: str
+    precision: str
+    version: str
+    class_names: list[str]
+    input_size: list[int] = Field(..., description="keep-ratio fit: long side <= [0], short side <= [1]")
+    size_divisor: int
+    max_detections: int = Field(..., description="most detections per image")
+    score_floor: float = Field(..., description="the model never returns scores at or below this")
+    default_score_threshold: float = Field(..., description="used when a request gives no score_threshold")
+    default_iou_threshold: float
+    max_batch_size: int
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(..., examples=["cannot identify the image format (not an image, or an unsupported format)"])

@@ -1,0 +1,60 @@
+"""The bundled demo model behind the real service: it finds what is in synthetic images."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from vfnet.server.runtime.load import DEMO_CHECKPOINT
+from vfnet.train.synth import CLASSES, render_image
+
+from .conftest import Server, encode
+
+
+def iou(a, b) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def scenes(count: int, seed: int = 2024):
+    """Held-out scenes (a seed no training set uses) with 2-4 objects of at least 40 px."""
+    return [render_image(np.random.default_rng([seed, i]), 384, 512, min_side=40, max_objects=4) for i in range(count)]
+
+
+def missed(detections, objects) -> list[str]:
+    """Ground-truth objects with no detection of their class at IoU >= 0.7."""
+    found = []
+    for obj in objects:
+        best = max((iou(d["box"], obj.box) for d in detections if d["class_name"] == CLASSES[obj.label]), default=0.0)
+        if best < 0.7:
+            found.append(f"{CLASSES[obj.label]} {obj.box} (best IoU {best:.2f})")
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    assert DEMO_CHECKPOINT.is_file(), f"the demo model is missing: {DEMO_CHECKPOINT}"
+    srv = Server(DEMO_CHECKPOINT, max_batch_size=4).wait_ready()  # the checkpoint, served by the torch backend
+    yield srv
+    srv.stop()
+
+
+def test_demo_finds_every_object_at_the_default_threshold(demo_server):
+    problems = []
+    for index, (image, objects) in enumerate(scenes(8)):
+        response = httpx.post(f"{demo_server.url}/detect", files={"image": ("s.jpg", encode(image, quality=92), "image/jpeg")}, timeout=60)
+        assert response.status_code == 200
+        problems += [f"scene {index}: {m}" for m in missed(response.json()["results"][0]["detections"], objects)]
+    assert not problems, "\n".join(problems)
+
+
+def test_exif_rotated_photo_comes_back_in_the_displayed_frame(demo_server):
+    image, objects = scenes(1, seed=77)[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers rotate the stored pixels 90 degrees clockwise
+    stored = encode(np.ascontiguousarray(np.rot90(image)), quality=92, exif=exif)  # stored 90 degrees counter-clockwise
+    result = httpx.post(f"{demo_server.url}/detect", files={"image": ("r.jpg", stored, "image/jpeg")}, timeout=60).json()["results"][0]
+    assert (result["width"], result["height"]) == (512, 384)  # the displayed frame
+    assert not missed(result["detections"], objects)

@@ -1,0 +1,305 @@
+"""The HTTP service over real HTTP: schema, batching, every error code, overload, timeouts, drain."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import struct
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import Server, encode
+
+
+def detect(url, files=None, content=None, headers=None, params=None, timeout=60):
+    return httpx.post(f"{url}/detect", files=files, content=content, headers=headers, params=params, timeout=timeout)
+
+
+def test_response_schema(server, jpeg):
+    response = detect(server.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}, params={"score_threshold": 0.5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"model", "results", "timing_ms"}
+    assert body["model"]["preset"] == "vfnet_r18_demo" and body["model"]["backend"] == "onnxruntime"
+    assert set(body["timing_ms"]) == {"decode", "queue", "inference", "total"}
+    [result] = body["results"]
+    assert (result["width"], result["height"]) == (320, 240)
+    assert result["detections"], "the tiny model's zeroed bias gives scores near 0.5"
+    for d in result["detections"]:
+        assert set(d) == {"box", "score", "class_id", "class_name"}
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 320 and 0 <= y1 <= y2 <= 240 and d["score"] > 0.5
+        assert d["class_name"] in ("circle", "square", "triangle", "star", "ring", "cross", "hex", "bar")
+    scores = [d["score"] for d in result["detections"]]
+    assert scores == sorted(scores, reverse=True)
+    assert len(response.headers["x-request-id"]) >= 16
+
+
+def test_options_filter(server, jpeg):
+    files = {"image": ("a.jpg", jpeg, "image/jpeg")}
+    all_dets = detect(server.url, files=files, params={"score_threshold": 0.05}).json()["results"][0]["detections"]
+    two = detect(server.url, files=files, params={"score_threshold": 0.05, "max_detections": 2}).json()["results"][0]["detections"]
+    assert two == all_dets[:2]
+    names = {d["class_name"] for d in all_dets}
+    keep = sorted(names)[0]
+    only = detect(server.url, files=files, params={"score_threshold": 0.05, "classes": keep}).json()["results"][0]["detections"]
+    assert only and {d["class_name"] for d in only} == {keep}
+    strict = detect(server.url, files=files, params={"score_threshold": 0.05, "iou_threshold": 0.2}).json()["results"][0]["detections"]
+    assert max_same_class_iou(strict) <= 0.2 < max_same_class_iou(all_dets)  # the request's IoU reached NMS
+
+
+def max_same_class_iou(detections) -> float:
+    worst = 0.0
+    for i, a in enumerate(detections):
+        for b in detections[i + 1 :]:
+            if a["class_id"] != b["class_id"]:
+                continue
+            (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = a["box"], b["box"]
+            inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+            union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+            worst = max(worst, inter / union if union > 0 else 0.0)
+    return worst
+
+
+def test_raw_body_and_batch_requests(server, photo_like_images):
+    jpegs = [encode(image) for image in photo_like_images]
+    raw = detect(server.url, content=jpegs[1], headers={"Content-Type": "image/jpeg"})
+    assert raw.status_code == 200 and raw.json()["results"][0]["width"] == 200
+    batch = detect(server.url, files=[("image", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(jpegs)])
+    assert batch.status_code == 200
+    sizes = [(r["width"], r["height"]) for r in batch.json()["results"]]
+    assert sizes == [(320, 240), (200, 300), (413, 97)]
+    single = [detect(server.url, files={"image": ("x.jpg", data, "image/jpeg")}).json()["results"][0] for data in jpegs]
+    assert [len(r["detections"]) for r in single] == [len(r["detections"]) for r in batch.json()["results"]]
+
+
+def png_bomb(side: int = 100_000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+
+
+NOISE = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "name, body, media_type, status, message",
+    [
+        ("truncated JPEG", encode(NOISE)[:4000], "image/jpeg", 400, "cannot decode"),
+        ("zero bytes", b"", "image/jpeg", 400, "zero bytes"),
+        ("text as an image", b"just some words", "image/png", 400, "cannot identify"),
+        ("PNG decompression bomb", png_bomb(), "image/png", 413, "too many pixels"),
+        ("oversized pixel count", png_bomb(9000), "image/png", 413, "limit is 50,000,000"),
+    ],
+)
+def test_bad_images(server, name, body, media_type, status, message):
+    for response in (
+        detect(server.url, content=body, headers={"Content-Type": media_type}),
+        detect(server.url, files={"image": ("f", body, media_type)}),
+    ):
+        assert response.status_code == status, (name, response.text)
+        assert message in response.json()["detail"]
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "name, image, expected_size",
+    [
+        ("CMYK JPEG", Image.new("CMYK", (64, 48), (0, 255, 255, 0)), (64, 48)),
+        ("16-bit PNG", Image.fromarray(np.full((40, 30), 40000, np.uint16)), (30, 40)),
+        ("palette with transparency", Image.new("P", (50, 20), 1), (50, 20)),
+        ("1x1 pixel", Image.new("RGB", (1, 1), (255, 0, 0)), (1, 1)),
+        ("8000x20 strip", Image.new("RGB", (8000, 20), (0, 128, 255)), (8000, 20)),
+    ],
+)
+def test_unusual_images_are_served(server, name, image, expected_size):
+    fmt = "JPEG" if image.mode == "CMYK" else "PNG"
+    options = {"transparency": 0} if image.mode == "P" else {}
+    response = detect(server.url, files={"image": ("f", encode(image, fmt, **options), f"image/{fmt.lower()}")})
+    assert response.status_code == 200, (name, response.text)
+    result = response.json()["results"][0]
+    assert (result["width"], result["height"]) == expected_size
+    for d in result["detections"]:
+        assert 0 <= d["box"][0] <= d["box"][2] <= expected_size[0] and 0 <= d["box"][1] <= d["box"][3] <= expected_size[1]
+
+
+def test_exif_rotation_gives_boxes_in_the_rotated_frame(server):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 300x100, displayed 100x300
+    data = encode(Image.fromarray(NOISE).resize((300, 100)), "JPEG", exif=exif)
+    result = detect(server.url, files={"image": ("r.jpg", data, "image/jpeg")}, params={"score_threshold": 0.05}).json()["results"][0]
+    assert (result["width"], result["height"]) == (100, 300)
+    assert result["detections"] and max(d["box"][2] for d in result["detections"]) <= 100
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"score_threshold": "1.5"}, "score_threshold"),
+        ({"iou_threshold": "-1"}, "iou_threshold"),
+        ({"max_detections": "many"}, "max_detections"),
+        ({"classes": "circle,unicorn"}, "unknown class 'unicorn'"),
+    ],
+)
+def test_bad_parameters_are_422(server, jpeg, params, message):
+    response = detect(server.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}, params=params)
+    assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_media_type_and_form_errors(server, jpeg):
+    assert detect(server.url, content=b"{}", headers={"Content-Type": "application/json"}).status_code == 415
+    assert detect(server.url, content=jpeg, headers={}).status_code == 415  # no content type at all
+    missing = detect(server.url, files={"picture": ("a.jpg", jpeg, "image/jpeg")})
+    assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
+    broken = detect(server.url, content=b"--xyz\r\nnot a real part", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert broken.status_code in (400, 422)
+    five = [("image", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(5)]  # max_batch_size is 4
+    assert detect(server.url, files=five).status_code == 413
+
+
+def test_annotated_image(server, jpeg):
+    response = httpx.post(f"{server.url}/detect/annotated", files={"image": ("a.jpg", jpeg, "image/jpeg")}, params={"format": "png"}, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    drawn = np.asarray(Image.open(__import__("io").BytesIO(response.content)).convert("RGB"))
+    original = np.asarray(Image.open(__import__("io").BytesIO(jpeg)).convert("RGB"))
+    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).max() > 100  # boxes drawn
+    two = [("image", ("a.jpg", jpeg, "image/jpeg"))] * 2
+    assert httpx.post(f"{server.url}/detect/annotated", files=two, timeout=60).status_code == 422
+
+
+def test_operations_endpoints(server):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
+    model = httpx.get(f"{server.url}/v1/model").json()
+    assert model["class_names"][:2] == ["circle", "square"] and model["default_score_threshold"] == 0.3
+    assert model["score_floor"] == 0.05 and model["max_batch_size"] == 4
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "vfnet_requests_total",
+        "vfnet_request_duration_seconds_bucket",
+        "vfnet_queue_duration_seconds_bucket",
+        "vfnet_inference_duration_seconds_bucket",
+        "vfnet_batch_size_bucket",
+        "vfnet_queue_depth",
+        "vfnet_in_flight_requests",
+        'vfnet_model_info{backend="onnxruntime"',
+    ):
+        assert name in metrics, name
+    openapi = httpx.get(f"{server.url}/openapi.json").json()
+    assert "multipart/form-data" in openapi["paths"]["/detect"]["post"]["requestBody"]["content"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def metric_value(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_parallel_clients_are_batched(server, jpeg):
+    before = httpx.get(f"{server.url}/metrics").text
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda _: detect(server.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}), range(32)))
+    assert [r.status_code for r in responses] == [200] * 32
+    after = httpx.get(f"{server.url}/metrics").text
+    batches = metric_value(after, "vfnet_batch_size_count") - metric_value(before, "vfnet_batch_size_count")
+    images = metric_value(after, "vfnet_batch_size_sum") - metric_value(before, "vfnet_batch_size_sum")
+    assert images == 32 and batches < 32  # several requests shared a backend call
+    print(f"32 parallel requests ran in {batches:.0f} batches")
+
+
+def test_full_queue_answers_503_fast_and_stays_ready(tiny_onnx, jpeg):
+    srv = Server(tiny_onnx, max_batch_size=1, queue_size=1, max_batch_delay_ms=0).wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            started = time.monotonic()
+            futures = [pool.submit(lambda: (detect(srv.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}), time.monotonic())) for _ in range(12)]
+            results = [f.result() for f in futures]
+        codes = [r.status_code for r, _ in results]
+        assert codes.count(200) >= 1 and codes.count(503) >= 1 and set(codes) <= {200, 503}
+        busy = [(r, t) for r, t in results if r.status_code == 503]
+        assert all(r.headers["retry-after"] == "1" and "queue is full" in r.json()["detail"] for r, _ in busy)
+        slowest_ok = max(t for r, t in results if r.status_code == 200) - started
+        assert min(t for _, t in busy) - started < slowest_ok  # rejected before the work finished
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        assert detect(srv.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}).status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
+def test_timeout_is_504_and_frees_the_queue(tiny_onnx, jpeg):
+    srv = Server(tiny_onnx, max_batch_size=1, queue_size=8, request_timeout_s=0.05).wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = [r.status_code for r in pool.map(lambda _: detect(srv.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}), range(8))]
+        assert 504 in codes and set(codes) <= {200, 504}
+        time.sleep(0.5)
+        ready = httpx.get(f"{srv.url}/readyz").json()
+        assert ready["status"] == "ready" and ready["queued_images"] == 0
+    finally:
+        srv.stop()
+
+
+def test_api_key(tiny_onnx, jpeg):
+    srv = Server(tiny_onnx, api_key="s3cret").wait_ready()
+    try:
+        files = {"image": ("a.jpg", jpeg, "image/jpeg")}
+        assert detect(srv.url, files=files).status_code == 401
+        assert detect(srv.url, files=files, headers={"X-API-Key": "s3creT"}).status_code == 401
+        assert detect(srv.url, files=files, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.get(f"{srv.url}/v1/model").status_code == 401
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200  # probes stay open
+    finally:
+        srv.stop()
+
+
+def test_body_size_limit(tiny_onnx):
+    srv = Server(tiny_onnx, max_body_bytes=50_000).wait_ready()
+    try:
+        big = encode(np.random.default_rng(2).integers(0, 256, (400, 400, 3), dtype=np.uint8), "PNG")
+        assert len(big) > 50_000
+        response = detect(srv.url, content=big, headers={"Content-Type": "image/png"})
+        assert response.status_code == 413 and "limit is 50,000" in response.json()["detail"]
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_sigterm_drains_accepted_requests(tiny_onnx, jpeg):
+    srv = Server(tiny_onnx, max_batch_size=2).wait_ready()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(detect, srv.url, {"image": ("a.jpg", jpeg, "image/jpeg")}) for _ in range(6)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and metric_value(httpx.get(f"{srv.url}/metrics").text, "vfnet_in_flight_requests") < 7:
+            time.sleep(0.01)  # wait until all six are accepted (7 with the /metrics request itself)
+        code = srv.stop()
+        statuses = [f.result().status_code for f in futures]
+    assert statuses == [200] * 6
+    assert code == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{srv.url}/healthz", timeout=2)
+
+
+def test_bad_model_fails_before_binding(tmp_path):
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not a model")
+    srv = Server(bogus)
+    code = srv.process.wait(60)
+    assert code == 1 and "cannot load it as an ONNX model" in srv.log() and "Traceback" not in srv.log()
+
+
+def test_schemathesis_finds_no_server_errors(server):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "25", "--seed", "1", "--request-timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:]

@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+DEMO := server/demo/vfnet_r18_demo.safetensors
+DEMO_ONNX := server/demo/vfnet_r18_demo.onnx
 
-.PHONY: test serve venv clean
+.PHONY: test serve venv demo-onnx clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +20,14 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-serve: $(STAMP)
-	@echo "The HTTP service is not built yet (issue 5); 'make serve' will run it on the bundled demo model." >&2
-	@exit 1
+# The demo checkpoint exported once to ONNX, so that the service runs it with ONNX Runtime.
+$(DEMO_ONNX): $(DEMO) | $(STAMP)
+	$(BIN)/vfnet export onnx --weights $(DEMO) --out $@
+
+demo-onnx: $(DEMO_ONNX)
+
+serve: $(STAMP) $(DEMO_ONNX)
+	$(BIN)/vfnet serve
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(DEMO_ONNX)

@@ -31,7 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from vfnet.export import export_onnx
 from vfnet.model import build_vfnet
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from report import write_section  # bench/report.py
+
 SECTION = "## ONNX Runtime vs PyTorch eager (CPU)"
 
 
@@ -179,17 +180,6 @@ def render(gemm, rows, profiles, threads) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md, keeping the other sections."""
-    existing = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-    if SECTION in existing:
-        start = existing.index(SECTION)
-        end = existing.find("\n## ", start + len(SECTION))
-        existing = existing[:start] + existing[end + 1 :] if end != -1 else existing[:start]
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(existing.rstrip("\n") + "\n\n" + text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -201,7 +191,7 @@ def main() -> None:
     text = render(gemm, rows, profiles, args.threads)
     print(text)
     if not args.quick:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

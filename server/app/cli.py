@@ -25,7 +25,7 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--host": ("host", str, "address to bind (default 127.0.0.1)"),
     "--port": ("port", int, "port (default 8000)"),
     "--max-batch-size": ("max_batch_size", int, "images per backend call and per request (default 8)"),
-    "--max-batch-delay-ms": ("max_batch_delay_ms", float, "how long a request may wait for company (default 5)"),
+    "--max-batch-delay-ms": ("max_batch_delay_ms", float, "extra wait for company, ms (default 0: batches form while the model is busy)"),
     "--queue-size": ("queue_size", int, "images that may wait before requests get 503 (default 64)"),
     "--request-timeout-s": ("request_timeout_s", float, "504 after this long (default 30)"),
     "--max-body-bytes": ("max_body_bytes", int, "413 above this request size (default 20 MiB)"),

@@ -19,7 +19,7 @@ class ServeSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
 
     max_batch_size: int = Field(8, ge=1, le=256, description="images per backend call, and per request")
-    max_batch_delay_ms: float = Field(5.0, ge=0, description="how long the first waiting image waits for company")
+    max_batch_delay_ms: float = Field(0.0, ge=0, description="extra wait for company; 0: batch whatever queued while the model was busy")
     queue_size: int = Field(64, ge=1, description="images that may wait; beyond that requests get 503")
     request_timeout_s: float = Field(30.0, gt=0, description="a request waiting longer gets 504")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="413 beyond this many request bytes")

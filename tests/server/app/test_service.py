@@ -303,3 +303,27 @@ def test_schemathesis_finds_no_server_errors(server):
         timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+def test_loadtest_reports_and_fails_on_missed_targets(server, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def loadtest(*extra):
+        out = tmp_path / "load.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "vfnet.server.cli", "loadtest", "--url", server.url, "--concurrency", "2",
+             "--duration", "3", "--warmup", "1", "--out", str(out), *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return done, json.loads(out.read_text())
+
+    done, report = loadtest("--p99-ms", "60000", "--max-error-rate", "0.01", "--plot", str(tmp_path / "load.png"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert report["passed"] and report["requests"] > 0 and report["error_rate"] == 0.0
+    assert set(report["latency_ms"]) >= {"p50", "p90", "p95", "p99"} and report["status_codes"] == {"200": report["requests"]}
+    assert (tmp_path / "load.png").read_bytes()[:4] == b"\x89PNG"
+
+    done, report = loadtest("--p50-ms", "0.01")
+    assert done.returncode == 1 and not report["passed"] and "MISSED: p50" in done.stderr

@@ -85,7 +85,7 @@ class DetectOptions:
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
-        self.classes = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
+        self.classes = [c.strip() for c in (classes or "").split(",") if c.strip()] or None  # empty: no filter
 
 
 async def run_detection(

@@ -44,8 +44,8 @@ def _oracle_scores(result: DetectionResult, gt_boxes: np.ndarray, gt_labels: np.
     return scores
 
 
-def detections_as_coco(detector: Detector, dataset: CocoDetection, batch_size: int = 4, oracle: bool = False, progress=None) -> list[dict]:
-    """All detections in COCO results format ([x, y, w, h] boxes, dataset category ids)."""
+def run_detector(detector: Detector, dataset: CocoDetection, batch_size: int = 4, progress=None) -> list[tuple[int, DetectionResult]]:
+    """(image id, all of the model's detections) for every image of the set, in batches."""
     if len(detector.metadata.class_names) != len(dataset.category_ids):
         raise ValueError(
             f"the model has {len(detector.metadata.class_names)} classes, the data {len(dataset.category_ids)} categories"
@@ -54,20 +54,21 @@ def detections_as_coco(detector: Detector, dataset: CocoDetection, batch_size: i
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
         arrays = [detector.decode(dataset.image_bytes(i)) for i in indices]
-        for index, result in zip(indices, detector.infer(arrays)):
-            image_id = dataset.images[index]["id"]
-            scores = result.scores
-            if oracle:
-                gt_boxes, gt_labels = dataset.targets(image_id)
-                scores = _oracle_scores(result, gt_boxes, gt_labels)
-            for box, score, label in zip(result.boxes, scores, result.labels):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                results.append(
-                    {"image_id": image_id, "category_id": dataset.category_ids[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
-                )
+        results += [(dataset.images[i]["id"], r) for i, r in zip(indices, detector.infer(arrays))]
         if progress is not None:
             progress(len(indices))
     return results
+
+
+def as_coco_results(results: list[tuple[int, DetectionResult]], dataset: CocoDetection, oracle: bool = False) -> list[dict]:
+    """COCO results format ([x, y, w, h] boxes, dataset category ids); `oracle` re-scores by IoU."""
+    coco = []
+    for image_id, result in results:
+        scores = _oracle_scores(result, *dataset.targets(image_id)) if oracle else result.scores
+        for box, score, label in zip(result.boxes, scores, result.labels):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            coco.append({"image_id": image_id, "category_id": dataset.category_ids[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    return coco
 
 
 def coco_metrics(annotations: Path, detections: list[dict]) -> dict[str, float]:
@@ -87,7 +88,7 @@ def coco_metrics(annotations: Path, detections: list[dict]) -> dict[str, float]:
 
 def evaluate(detector: Detector, data: str | Path, batch_size: int = 4, oracle: bool = False, results_out: str | Path | None = None, progress=None) -> dict[str, float]:
     dataset = CocoDetection(data)
-    detections = detections_as_coco(detector, dataset, batch_size, oracle, progress)
+    detections = as_coco_results(run_detector(detector, dataset, batch_size, progress), dataset, oracle)
     if results_out is not None:
         Path(results_out).write_text(json.dumps(detections))
     return coco_metrics(dataset.annotations, detections)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,3 +33,9 @@ class ServeSettings(BaseSettings):
     decode_threads: int = Field(4, ge=1, description="threads decoding images")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish accepted requests")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _queue_holds_a_full_request(self) -> ServeSettings:
+        if self.queue_size < self.max_batch_size:
+            raise ValueError(f"queue_size ({self.queue_size}) must be at least max_batch_size ({self.max_batch_size})")
+        return self

@@ -15,8 +15,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_iou
 
 from vfnet.server.runtime import DetectionResult, Detector
 
@@ -25,23 +27,13 @@ from .dataset import CocoDetection
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, 4] x [M, 4] xyxy -> [N, M] IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def _oracle_scores(result: DetectionResult, gt_boxes: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
-    scores = np.zeros(len(result), dtype=np.float32)
-    for i, (box, label) in enumerate(zip(result.boxes, result.labels)):
-        same = gt_boxes[gt_labels == label]
-        if len(same):
-            scores[i] = _pairwise_iou(box[None], same).max()
-    return scores
+    """Each detection's IoU with the best ground truth of its predicted class (0 if none)."""
+    if len(result) == 0 or len(gt_boxes) == 0:
+        return np.zeros(len(result), dtype=np.float32)
+    ious = box_iou(torch.from_numpy(result.boxes), torch.from_numpy(gt_boxes)).numpy()  # [N, G]
+    same_class = result.labels[:, None] == gt_labels[None, :]
+    return np.where(same_class, ious, 0.0).max(axis=1).astype(np.float32)
 
 
 def run_detector(detector: Detector, dataset: CocoDetection, batch_size: int = 4, progress=None) -> list[tuple[int, DetectionResult]]:

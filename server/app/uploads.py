@@ -13,18 +13,22 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, or 413 once it passes `max_bytes`. Past the cap the rest is read and dropped,
-    so that the client, still sending, receives the 413 instead of a reset connection."""
+    """The whole body, or 413 once it passes `max_bytes`. Past the cap the rest is still read (and
+    dropped) up to 16x the cap, so that a client still sending receives the 413 rather than a reset
+    connection; beyond that (or a declared length beyond that) reading stops at once."""
+    give_up = 16 * max_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > 16 * max_bytes:
+    if declared is not None and declared.isdigit() and int(declared) > give_up:
         raise HTTPException(413, f"request body of {int(declared):,} bytes; the limit is {max_bytes:,}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size <= max_bytes:
             chunks.append(chunk)
+        elif size > give_up:
+            break
     if size > max_bytes:
-        raise HTTPException(413, f"request body of {size:,} bytes; the limit is {max_bytes:,}")
+        raise HTTPException(413, f"request body of more than {max_bytes:,} bytes; the limit is {max_bytes:,}")
     return b"".join(chunks)
 
 

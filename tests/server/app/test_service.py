@@ -262,7 +262,7 @@ def test_body_size_limit(tiny_onnx):
         big = encode(np.random.default_rng(2).integers(0, 256, (400, 400, 3), dtype=np.uint8), "PNG")
         assert len(big) > 50_000
         response = detect(srv.url, content=big, headers={"Content-Type": "image/png"})
-        assert response.status_code == 413 and "limit is 50,000" in response.json()["detail"]
+        assert response.status_code == 413 and "the limit is 50,000" in response.json()["detail"]
         assert httpx.get(f"{srv.url}/readyz").status_code == 200
     finally:
         srv.stop()

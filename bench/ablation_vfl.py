@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--val", required=True)
     parser.add_argument("--out", default=".data/ablation")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-images", type=int, default=4000)
+    parser.add_argument("--max-images", type=int, default=3000)
     parser.add_argument("--warmup-iters", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -140,9 +140,15 @@ def _place(rng: np.random.Generator, kind: str, height: int, width: int, min_sid
 
 
 def render_image(
-    rng: np.random.Generator, height: int, width: int, min_side: float = MIN_SIDE, max_objects: int = 8
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    min_side: float = MIN_SIDE,
+    max_objects: int = 8,
+    min_visible: float = MIN_VISIBLE,
 ) -> tuple[np.ndarray, list[SynthObject]]:
-    """One scene: HxWx3 uint8 RGB and its objects (each at least MIN_VISIBLE visible)."""
+    """One scene: HxWx3 uint8 RGB and its objects (each keeps at least `min_visible` of its area
+    visible; 1.0 means objects never overlap)."""
     image = _background(rng, height, width)
     placed: list[tuple[int, np.ndarray, int]] = []  # (label, visible mask, full area), drawing order
     for _ in range(int(rng.integers(2, max_objects + 1))):
@@ -152,8 +158,8 @@ def render_image(
             area = int(mask.sum())
             if area < 30 or mask[:, [0, -1]].any() or mask[[0, -1], :].any():  # too small, or cut by the border
                 continue
-            if all((visible & ~mask).sum() >= MIN_VISIBLE * full for _, visible, full in placed):
-                break  # hides no earlier object beyond MIN_VISIBLE
+            if all((visible & ~mask).sum() >= min_visible * full for _, visible, full in placed):
+                break  # hides no earlier object beyond min_visible
         else:
             continue  # no acceptable placement: one object fewer
         image[mask] = _texture(rng, height, width)[mask]

@@ -2,7 +2,8 @@
 
 Two modes:
 - `--rate R` (open loop): enough users that each paces itself at R / users requests per second, so a
-  slow answer does not slow the arrivals (up to 2 s of latency per user). If the achieved rate falls
+  slow answer does not slow the arrivals (up to 2 s of latency per user); their phases are staggered
+  so requests arrive evenly spaced, 1/R seconds apart, not in bursts. If the achieved rate falls
   more than 10% short of R, the server did not sustain it and the run fails.
 - `--concurrency N` (closed loop): N users sending back to back.
 
@@ -67,17 +68,33 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def run_load(url: str, images: list[tuple[bytes, str]], path: str, headers: dict, users: int, pace: float | None, warmup: float, duration: float):
     """Run Locust in this process; returns (samples [(t, ms, status, ok)], measured seconds)."""
     import gevent
-    from locust import FastHttpUser, constant, constant_throughput, task
+    from locust import FastHttpUser, task
     from locust.env import Environment
 
     samples: list[tuple[float, float, int, bool]] = []
-    counter = {"next": 0}
+    counter = {"next": 0, "started": 0}
 
     class Client(FastHttpUser):
         host = url
-        wait_time = constant_throughput(pace) if pace else constant(0)
+        next_at = 0.0  # rate mode: when this user sends its next request (perf_counter seconds)
+
+        def wait_time(self):
+            """Rate mode: each user fires on its own fixed schedule, one request every 1/pace s."""
+            if not pace:
+                return 0.0
+            self.next_at += 1.0 / pace
+            return max(0.0, self.next_at - time.perf_counter())
         network_timeout = 60.0
         connection_timeout = 10.0
+
+        def on_start(self):
+            # Open loop: stagger the users' phases over one pacing period, so that arrivals are
+            # spread evenly (users * pace per second) instead of all users firing at once.
+            if pace:
+                index = counter["started"]
+                counter["started"] += 1
+                gevent.sleep(index / (users * pace))
+                self.next_at = time.perf_counter()
 
         @task
         def detect(self):

@@ -76,16 +76,9 @@ def run_load(url: str, images: list[tuple[bytes, str]], path: str, headers: dict
 
     class Client(FastHttpUser):
         host = url
-        next_at = 0.0  # rate mode: when this user sends its next request (perf_counter seconds)
-
-        def wait_time(self):
-            """Rate mode: each user fires on its own fixed schedule, one request every 1/pace s."""
-            if not pace:
-                return 0.0
-            self.next_at += 1.0 / pace
-            return max(0.0, self.next_at - time.perf_counter())
         network_timeout = 60.0
         connection_timeout = 10.0
+        next_at = 0.0  # rate mode: when this user sends its next request (perf_counter seconds)
 
         def on_start(self):
             # Open loop: stagger the users' phases over one pacing period, so that arrivals are
@@ -95,6 +88,14 @@ def run_load(url: str, images: list[tuple[bytes, str]], path: str, headers: dict
                 counter["started"] += 1
                 gevent.sleep(index / (users * pace))
                 self.next_at = time.perf_counter()
+
+        def wait_time(self):
+            """Rate mode: each user fires on its own fixed schedule, one request every 1/pace s
+            (Locust's constant_throughput would restart the schedule and undo the stagger)."""
+            if not pace:
+                return 0.0
+            self.next_at += 1.0 / pace
+            return max(0.0, self.next_at - time.perf_counter())
 
         @task
         def detect(self):

@@ -17,7 +17,9 @@ import json
 import time
 from pathlib import Path
 
+from vfnet.model import read_checkpoint_metadata
 from vfnet.server.runtime import load_detector
+from vfnet.server.runtime.load import DEMO_CHECKPOINT
 from vfnet.train.dataset import CocoDetection
 from vfnet.train.evaluate import as_coco_results, coco_metrics, run_detector
 from vfnet.train.trainer import TrainConfig, train
@@ -37,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = {}
+    val = CocoDetection(args.val)
     for name, loss in (("(a) Varifocal Loss, IACS targets", "varifocal"), ("(b) focal loss, binary targets", "focal")):
         config = TrainConfig(
             data=args.train,
@@ -54,17 +57,24 @@ def main() -> None:
         checkpoint = train(config)
         hours = (time.perf_counter() - started) / 3600
         detector = load_detector(checkpoint, backend="torch", intra_op_threads=args.threads, max_pixels=None)
-        val = CocoDetection(args.val)
         results = run_detector(detector, val)  # one inference pass, scored two ways
         rows[name] = {
             "normal": coco_metrics(val.annotations, as_coco_results(results, val)),
             "oracle": coco_metrics(val.annotations, as_coco_results(results, val, oracle=True)),
             "hours": hours,
-            "config": config,
+            "iterations": int(read_checkpoint_metadata(checkpoint)["training_iterations"]),
         }
         print(name, json.dumps({k: v for k, v in rows[name].items() if k in ("normal", "oracle")}), flush=True)
 
-    config = next(iter(rows.values()))["config"]
+    text = report(rows, config, args)
+    DOC.write_text(text)
+    print(text)
+
+
+def report(rows: dict, config: TrainConfig, args: argparse.Namespace) -> str:
+    """docs/ablation.md from the two runs' metrics (`config`: either run's settings but the loss)."""
+    demo_iterations = read_checkpoint_metadata(DEMO_CHECKPOINT)["training_iterations"]
+    (a, b) = rows.values()
     lines = [
         "# Ablation: Varifocal Loss vs focal loss, and the oracle",
         "",
@@ -72,11 +82,10 @@ def main() -> None:
         f"--max-images {args.max_images} --warmup-iters {args.warmup_iters}`. Preset `{config.preset}`, random "
         f"initialisation, the first {config.max_images} images of the synthetic training set (seed 1), {config.epochs} epochs, "
         f"batch {config.batch_size}, SGD lr {config.lr} with {config.warmup_iters} warm-up iterations and a 10x drop after epoch "
-        f"{config.lr_steps[0]}, "
-        f"bf16 autocast, seed 0 — identical for both runs except the classification loss. That is "
-        f"{config.epochs * -(-config.max_images // config.batch_size)} iterations, a much shorter schedule than the demo "
-        "model's 9000 (which reaches AP 0.712 on the same held-out set): both models here are early in training. Evaluated with pycocotools on the held-out synthetic set (seed 2, 500 images) through "
-        "`vfnet.server.runtime` (torch backend).",
+        f"{config.lr_steps[0]}, bf16 autocast, seed 0 — identical for both runs except the classification loss. That is "
+        f"{a['iterations']} iterations, a much shorter schedule than the bundled demo model's {demo_iterations} "
+        "(server/demo/README.md): both models here are early in training. Evaluated with pycocotools on the held-out "
+        "synthetic set (seed 2, 500 images) through `vfnet.server.runtime` (torch backend).",
         "",
         "| training loss | AP | AP50 | AP75 | oracle AP | oracle AP50 | oracle AP75 | train time |",
         "|---|---|---|---|---|---|---|---|",
@@ -86,16 +95,22 @@ def main() -> None:
         lines.append(
             f"| {name} | **{n['AP']:.3f}** | {n['AP50']:.3f} | {n['AP75']:.3f} | {o['AP']:.3f} | {o['AP50']:.3f} | {o['AP75']:.3f} | {r['hours']:.2f} h |"
         )
-    (a, b) = rows.values()
+    gap = a["normal"]["AP"] - b["normal"]["AP"]
+    low, high = sorted(r["oracle"]["AP"] for r in rows.values())
+    own_low, own_high = sorted(r["normal"]["AP"] for r in rows.values())
     lines += [
         "",
-        f"VFL − FL: {a['normal']['AP'] - b['normal']['AP']:+.3f} AP. Oracle − VFL: {a['oracle']['AP'] - a['normal']['AP']:+.3f} AP "
-        "(the oracle only re-ranks the detections each model kept after its own NMS).",
+        f"VFL − FL: {gap:+.3f} AP ({gap / b['normal']['AP']:+.0%} relative). Oracle − VFL: "
+        f"{a['oracle']['AP'] - a['normal']['AP']:+.3f} AP (the oracle only re-scores, by their IoU with the best ground "
+        "truth of their class, the detections each model kept after its own NMS).",
+        "",
+        f"Oracle AP {low:.2f}–{high:.2f} against the models' own scores' {own_low:.3f}–{own_high:.3f}: how far ranking "
+        f"lags localisation. The oracle AP of (a) minus that of (b), {a['oracle']['AP'] - b['oracle']['AP']:+.3f}, compares "
+        "the boxes each model kept. The paper's claim is (a) > (b) and the oracle far above both; a short schedule shows "
+        "the direction, not the size of the gap at convergence.",
         "",
     ]
-    DOC.write_text("\n".join(lines))
-    print("\n".join(lines))
-
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

@@ -5,17 +5,14 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
 from vfnet.train.synth import CLASSES, render_image
 
 from .conftest import Server, encode
-
-
-def iou(a, b) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def scenes(count: int, seed: int = 2024):
@@ -33,7 +30,8 @@ def missed(detections, objects) -> list[str]:
     """Ground-truth objects with no detection of their class at IoU >= 0.7."""
     found = []
     for obj in objects:
-        best = max((iou(d["box"], obj.box) for d in detections if d["class_name"] == CLASSES[obj.label]), default=0.0)
+        same_class = [d["box"] for d in detections if d["class_name"] == CLASSES[obj.label]]  # xyxy pixels
+        best = float(box_iou(torch.tensor([obj.box], dtype=torch.float64), torch.tensor(same_class, dtype=torch.float64)).max()) if same_class else 0.0
         if best < 0.7:
             found.append(f"{CLASSES[obj.label]} {obj.box} (best IoU {best:.2f})")
     return found

@@ -45,8 +45,8 @@ def run_detector(detector: Detector, dataset: CocoDetection, batch_size: int = 4
     results = []
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
-        arrays = [detector.decode(dataset.image_bytes(i)) for i in indices]
-        results += [(dataset.images[i]["id"], r) for i, r in zip(indices, detector.infer(arrays))]
+        images = [detector.prepare(dataset.image_bytes(i)) for i in indices]
+        results += [(dataset.images[i]["id"], r) for i, r in zip(indices, detector.infer(images))]
         if progress is not None:
             progress(len(indices))
     return results

@@ -7,8 +7,19 @@
 """
 
 from .detector import DetectionResult, Detector
-from .images import ImageError, decode_image, make_batch
+from .images import ImageError, PreparedImage, decode_image, make_batch, prepare_image
 from .load import load_detector
 from .model_info import ModelInfo, ModelLoadError
 
-__all__ = ["DetectionResult", "Detector", "ImageError", "ModelInfo", "ModelLoadError", "decode_image", "load_detector", "make_batch"]
+__all__ = [
+    "DetectionResult",
+    "Detector",
+    "ImageError",
+    "ModelInfo",
+    "ModelLoadError",
+    "PreparedImage",
+    "decode_image",
+    "load_detector",
+    "make_batch",
+    "prepare_image",
+]

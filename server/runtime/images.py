@@ -4,8 +4,9 @@ decode_image: bytes / PIL image / HxWx3 array -> HxWx3 uint8 RGB, EXIF orientati
 Pillow mode converted (L, LA, P with transparency, RGBA, CMYK, I;16, 1, ...); the pixel count is
 checked from the header *before* the full decode.
 
-make_batch: keep-ratio resize as the official pipeline does it (fit `input_size` = (long, short)
-limits, sizes rounded with int(x + 0.5), OpenCV INTER_LINEAR on uint8), zero-pad every image to the
+prepare_image: decode, then at once the keep-ratio resize as the official pipeline does it (fit
+`input_size` = (long, short) limits, sizes rounded with int(x + 0.5), OpenCV INTER_LINEAR on uint8),
+so a full-resolution image never outlives its decoding. make_batch: zero-pad prepared images to the
 batch's largest size rounded up to a multiple of `size_divisor`, channels first.
 """
 
@@ -51,10 +52,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes | Image.Image | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode to an HxWx3 uint8 RGB array (EXIF orientation applied). Raises ImageError."""
-    if isinstance(data, np.ndarray):
-        return _check_array(data, max_pixels)
+def _open(data: bytes | Image.Image, max_pixels: int | None) -> Image.Image:
+    """A lazily decoded Pillow image whose declared size passed the pixel cap (raises ImageError)."""
     if isinstance(data, Image.Image):
         image = data
     elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -72,23 +71,86 @@ def decode_image(data: bytes | Image.Image | np.ndarray, max_pixels: int | None 
             raise ImageError(f"cannot read the image header: {exc}") from None
     else:
         raise TypeError(f"expected bytes, a PIL image or an HxWx3 uint8 array, got {type(data).__name__}")
-
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}", kind="too_large")
+    return image
+
+
+def _frame_count(image: Image.Image) -> int:
+    """Frames in an animated file (GIF, APNG, WebP, TIFF pages); only the first is ever decoded."""
+    try:
+        return int(image.n_frames) if getattr(image, "is_animated", False) else 1
+    except Exception:  # a damaged later frame must not fail the first one
+        return 1
+
+
+def _load_rgb(image: Image.Image) -> np.ndarray:
+    """Decode the first frame to HxWx3 uint8 RGB with EXIF orientation applied (raises ImageError)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is above
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked first
             image.load()
             image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
-            return np.asarray(rgb, dtype=np.uint8)
+            return np.asarray(_to_rgb(image), dtype=np.uint8)
     except Image.DecompressionBombError:
         raise ImageError("image declares too many pixels", kind="too_large") from None
     except Exception as exc:  # truncated or corrupt data surfaces only while decoding
         raise ImageError(f"cannot decode the image: {exc}") from None
+
+
+def decode_image(data: bytes | Image.Image | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode to an HxWx3 uint8 RGB array at full resolution (EXIF orientation applied). Raises ImageError."""
+    if isinstance(data, np.ndarray):
+        return _check_array(data, max_pixels)
+    return _load_rgb(_open(data, max_pixels))
+
+
+def image_pixels(data: bytes | Image.Image | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """Pixels the image will occupy once decoded, read from its header alone (raises ImageError as
+    decoding would for a bad header or too many pixels). The service reserves this much of its
+    pixel budget before decoding."""
+    if isinstance(data, np.ndarray):
+        return int(data.shape[0] * data.shape[1]) if data.ndim >= 2 else 0  # prepare_image validates it
+    width, height = _open(data, max_pixels).size
+    return width * height
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: equality of pixel arrays is ambiguous
+class PreparedImage:
+    """One image ready for the model; the full-resolution pixels are already gone.
+
+    pixels: uint8 [h, w, 3] RGB resized with keep ratio to fit the model's input (official rule);
+    original_size: (h, w) of the decoded image (after EXIF orientation), the frame results are
+    reported in; canvas: (H, W) = (h, w) rounded up to the size divisor, the padded input it runs
+    in; frames: frames in the file (animated images: only the first is detected).
+    """
+
+    pixels: np.ndarray
+    original_size: tuple[int, int]
+    canvas: tuple[int, int]
+    frames: int = 1
+
+
+def prepare_image(
+    data: bytes | Image.Image | np.ndarray, input_size: tuple[int, int], size_divisor: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> PreparedImage:
+    """Decode, then resize at once so the full-resolution array lives only inside this call."""
+    if isinstance(data, np.ndarray):
+        array, frames = _check_array(data, max_pixels), 1
+    else:
+        image = _open(data, max_pixels)
+        frames = _frame_count(image)
+        array = _load_rgb(image)
+        image.close()
+    original_size = (int(array.shape[0]), int(array.shape[1]))
+    h, w = fit_size(*original_size, input_size)
+    if (h, w) != original_size:
+        array = cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR)
+    canvas = (-(-h // size_divisor) * size_divisor, -(-w // size_divisor) * size_divisor)
+    return PreparedImage(pixels=np.ascontiguousarray(array), original_size=original_size, canvas=canvas, frames=frames)
 
 
 def _check_array(array: np.ndarray, max_pixels: int | None) -> np.ndarray:
@@ -133,12 +195,10 @@ def pad_images(resized: list[np.ndarray], size_divisor: int) -> tuple[np.ndarray
     return images, np.array([r.shape[:2] for r in resized], dtype=np.int64)
 
 
-def make_batch(arrays: list[np.ndarray], input_size: tuple[int, int], size_divisor: int) -> Batch:
-    """Resize each HxWx3 uint8 RGB array to fit `input_size` and pad them into one batch."""
-    resized = []
-    for array in arrays:
-        h, w = fit_size(array.shape[0], array.shape[1], input_size)
-        resized.append(cv2.resize(array, (w, h), interpolation=cv2.INTER_LINEAR) if (h, w) != array.shape[:2] else array)
-    images, image_sizes = pad_images(resized, size_divisor)
-    original_sizes = np.array([a.shape[:2] for a in arrays], dtype=np.int64)
-    return Batch(images=images, image_sizes=image_sizes, original_sizes=original_sizes)
+def make_batch(images: list[PreparedImage], size_divisor: int) -> Batch:
+    """Pad prepared images into one batch. Images of different canvases pad to the largest, which
+    changes their results slightly (GroupNorm statistics, coarse levels): `Detector.infer` therefore
+    only ever batches images of one canvas."""
+    padded, image_sizes = pad_images([image.pixels for image in images], size_divisor)
+    original_sizes = np.array([image.original_size for image in images], dtype=np.int64)
+    return Batch(images=padded, image_sizes=image_sizes, original_sizes=original_sizes)

@@ -14,7 +14,7 @@ import torch
 from torchvision.ops import box_iou
 
 from vfnet.export.onnx_export import raw_output_names
-from vfnet.server.runtime import load_detector, make_batch
+from vfnet.server.runtime import load_detector, make_batch, prepare_image
 
 
 def run_onnx(path, **feeds):
@@ -59,7 +59,7 @@ def test_raw_head_outputs_match_pytorch(tiny_onnx_raw, tiny_model, photo_like_im
     """Logits agree to 1e-4 absolute. Box distances are pixels (up to ~1000 here), so float32 rounding
     alone is ~1e-4 px: they are compared in units of their level's reg_denom d_l (64..1024), the scale
     the head regresses in (box = exp(scale * x) * d_l), and must also agree to 1e-3 px."""
-    batch = make_batch(photo_like_images[:2], canvas, 32)
+    batch = make_batch([prepare_image(image, canvas, 32) for image in photo_like_images[:2]], 32)
     outputs = run_onnx(tiny_onnx_raw, images=batch.images, image_sizes=batch.image_sizes)
     with torch.no_grad():
         x = tiny_model.normalize(torch.from_numpy(batch.images), torch.from_numpy(batch.image_sizes))
@@ -104,7 +104,7 @@ def max_same_class_iou(boxes, labels, count):
 
 
 def test_iou_threshold_is_a_graph_input(tiny_onnx, tiny_model, photo_like_images):
-    batch = make_batch(photo_like_images[:2], tiny_model.config.input_size, 32)
+    batch = make_batch([prepare_image(image, tiny_model.config.input_size, 32) for image in photo_like_images[:2]], 32)
     overlaps = []
     for iou in (0.3, 0.6, 0.9):
         got = run_onnx(tiny_onnx, images=batch.images, image_sizes=batch.image_sizes, iou_threshold=np.array([iou], np.float32))

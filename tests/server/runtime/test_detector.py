@@ -64,12 +64,39 @@ def test_filters_and_iou_reach_the_backend():
         (dict(classes=["wolf"]), "unknown class 'wolf'; this model knows: cat, dog, fox"),
         (dict(score_threshold=1.5), "score_threshold must be between 0 and 1"),
         (dict(iou_threshold=-0.1), "iou_threshold must be between 0 and 1"),
-        (dict(max_detections=-1), "max_detections must be a non-negative integer"),
+        (dict(score_threshold=float("nan")), "score_threshold must be a finite number between 0 and 1, got nan"),
+        (dict(iou_threshold=float("inf")), "iou_threshold must be a finite number between 0 and 1, got inf"),
+        (dict(max_detections=-1), r"max_detections must be a whole number from 0 to 5 \(the model's limit\), got -1"),
+        (dict(max_detections=6), r"from 0 to 5 \(the model's limit\), got 6"),
+        (dict(max_detections=float("nan")), "max_detections must be a whole number from 0 to 5"),
     ],
 )
 def test_bad_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         Detector(FixedBackend()).detect([np.zeros((8, 8, 3), np.uint8)], **options)
+
+
+def test_images_of_different_canvases_never_share_a_backend_call():
+    backend = FixedBackend()
+    detector = Detector(backend)
+    square, wide, square_too = (np.zeros(shape, np.uint8) for shape in ((64, 64, 3), (100, 400, 3), (300, 300, 3)))
+    results = detector.detect([square, wide, square_too])
+    assert [(r.width, r.height) for r in results] == [(64, 64), (400, 100), (300, 300)]  # input order kept
+    assert [call[:2] for call in backend.calls] == [((2, 3, 512, 512), [[512, 512], [512, 512]]), ((1, 3, 128, 512), [[128, 512]])]
+
+
+def test_a_result_does_not_depend_on_its_batch(tiny_onnx, photo_like_images):
+    """The same image alone, and batched with images of other shapes (which would pad it to a larger
+    canvas), gives the same detections: same count and labels, boxes and scores equal to 1e-5."""
+    detector = load_detector(tiny_onnx, intra_op_threads=2)
+    image = photo_like_images[0]
+    [alone] = detector.detect([image], score_threshold=0.05)
+    wide = np.tile(photo_like_images[2], (1, 2, 1))  # 97 x 826: a canvas wider than the image's
+    batched = detector.detect([wide, image, photo_like_images[1], image], score_threshold=0.05)
+    for together in (batched[1], batched[3]):
+        assert len(together) == len(alone) > 0 and together.labels.tolist() == alone.labels.tolist()
+        np.testing.assert_allclose(together.boxes, alone.boxes, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(together.scores, alone.scores, atol=1e-5, rtol=0)
 
 
 def test_load_errors(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vfnet.server.runtime import ImageError, decode_image, make_batch
+from vfnet.server.runtime import ImageError, decode_image, make_batch, prepare_image
 from vfnet.server.runtime.images import fit_size
 
 
@@ -120,7 +120,7 @@ def test_official_keep_ratio_size():
 def test_batch_pads_to_multiple_of_32_and_keeps_content():
     a = np.full((100, 50, 3), 200, np.uint8)
     b = np.full((20, 8000, 3), 100, np.uint8)
-    batch = make_batch([a, b], (512, 512), 32)
+    batch = make_batch([prepare_image(a, (512, 512), 32), prepare_image(b, (512, 512), 32)], 32)
     assert batch.images.shape == (2, 3, 512, 512) and batch.images.dtype == np.uint8
     assert batch.image_sizes.tolist() == [[512, 256], [1, 512]]
     assert batch.original_sizes.tolist() == [[100, 50], [20, 8000]]

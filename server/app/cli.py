@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .logs import configure_logging
 from .settings import ServeSettings
 
 EXAMPLES = """examples:
@@ -27,17 +28,24 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-batch-size": ("max_batch_size", int, "images per backend call and per request (default 8)"),
     "--max-batch-delay-ms": ("max_batch_delay_ms", float, "extra wait for company, ms (default 0: batches form while the model is busy)"),
     "--queue-size": ("queue_size", int, "images that may wait before requests get 503 (default 64)"),
-    "--request-timeout-s": ("request_timeout_s", float, "504 after this long (default 30)"),
+    "--max-queue-wait-ms": ("max_queue_wait_ms", float, "503 at once when a request's estimated wait exceeds this (default 1000)"),
+    "--request-timeout-s": ("request_timeout_s", float, "504 after this long; a backend call running longer marks the worker stuck (default 30)"),
     "--max-body-bytes": ("max_body_bytes", int, "413 above this request size (default 20 MiB)"),
     "--max-pixels": ("max_pixels", int, "413 above this many pixels per image (default 50,000,000)"),
+    "--pixel-budget": ("pixel_budget", int, "decoded pixels in flight across requests (default decode threads x max pixels)"),
+    "--header-timeout-s": ("header_timeout_s", float, "408 and close when headers take longer (default 5)"),
+    "--body-timeout-s": ("body_timeout_s", float, "408 when the body takes longer to arrive (default 15)"),
+    "--max-header-bytes": ("max_header_bytes", int, "431 and close above this many header bytes (default 32 KiB)"),
+    "--max-connections": ("max_connections", int, "open connections before requests get 503 (default 256)"),
     "--default-score-threshold": ("default_score_threshold", float, "when a request gives none (default 0.3)"),
     "--api-key": ("api_key", str, "require this X-API-Key on /detect and /v1/model"),
     "--cors-origins": ("cors_origins", str, "comma-separated allowed origins, or *"),
     "--intra-op-threads": ("intra_op_threads", int, "backend compute threads"),
     "--inter-op-threads": ("inter_op_threads", int, "ONNX Runtime inter-op threads"),
-    "--decode-threads": ("decode_threads", int, "image decoding threads (default 4)"),
+    "--decode-threads": ("decode_threads", int, "image decoding threads (default: CPU count, at most 4)"),
     "--graceful-shutdown-s": ("graceful_shutdown_s", float, "on SIGTERM, time to finish accepted requests (default 30)"),
     "--log-level": ("log_level", str, "debug | info | warning | error"),
+    "--log-format": ("log_format", str, "json (default: one JSON object per line) | text"),
 }
 
 
@@ -75,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    configure_logging(settings.log_level, settings.log_format)
     import uvicorn
 
     from vfnet.server.runtime import ModelLoadError, load_detector
 
-    from .main import create_app
+    from .connections import guarded_protocol
+    from .main import create_app, rejected_connection_logger
 
     model = resolve_model(settings)
     try:
@@ -103,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     # before it started. An inert handler makes that re-raise a no-op, so a drained server exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
+    app = create_app(settings, detector)
+    protocol = guarded_protocol(
+        settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, rejected_connection_logger(app.state.metrics)
+    )
     uvicorn.run(
-        create_app(settings, detector),
+        app,
         host=settings.host,
         port=settings.port,
+        http=protocol,
+        log_config=None,  # uvicorn's loggers propagate to ours (configure_logging): one format
         log_level=settings.log_level,
-        access_log=False,  # our own JSON access log carries the request id
+        access_log=False,  # our own access log carries the request id
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
     return 0

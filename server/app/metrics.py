@@ -27,6 +27,8 @@ class Metrics:
         self.images = Counter("vfnet_images", "Images detected", registry=r)
         self.queue_depth = Gauge("vfnet_queue_depth", "Images waiting for a batch", registry=r)
         self.in_flight = Gauge("vfnet_in_flight_requests", "Requests being handled", registry=r)
+        self.pixels_in_flight = Gauge("vfnet_pixels_in_flight", "Decoded pixels reserved in the pixel budget", registry=r)
+        self.seconds_per_image = Gauge("vfnet_seconds_per_image", "Measured backend seconds per image (the wait estimate)", registry=r)
         self.model_info = Gauge(
             "vfnet_model_info", "The served model (value 1)", ["preset", "backend", "device", "precision", "version"], registry=r
         )

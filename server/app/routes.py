@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.responses import JSONResponse
 
-from vfnet.server.runtime import DetectionResult, ImageError
+from vfnet.server.runtime import DetectionResult, ImageError, PreparedImage
 
 from .annotate import draw_detections
-from .batcher import QueueFull, ShuttingDown
+from .batcher import Job, Overloaded, ShuttingDown
+from .budget import BudgetTimeout
 from .schemas import DetectResponse, ErrorBody, ModelMetadata
-from .uploads import read_images
+from .uploads import ClientGone, read_images
 
 IMAGE_STATUS = {"undecodable": 400, "too_large": 413, "unsupported": 415}
 RETRY_AFTER_S = 1
@@ -43,11 +43,12 @@ ERRORS = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
         400: "undecodable image or malformed multipart body",
+        408: "the request body did not arrive within the server's body timeout",
         401: "missing or wrong X-API-Key (when the server has one)",
         413: "too many bytes, pixels or images",
         415: "neither multipart/form-data nor image/*, or an unsupported image type",
-        422: "bad parameters (with what was wrong)",
-        503: "queue full (retry after Retry-After seconds) or model not ready",
+        422: "bad parameters (with what was wrong), including a query parameter given twice",
+        503: "busy: queue full, estimated wait too long, no room to decode, too many connections (retry after Retry-After seconds); or not ready",
         504: "the request waited longer than the server's request timeout",
     }.items()
 }
@@ -66,68 +67,114 @@ def ready_service(request: Request):
     service = request.app.state.service
     if service is None or not service.ready:
         raise HTTPException(503, "the model is still loading and warming up", headers={"Retry-After": str(RETRY_AFTER_S)})
+    problem = service.health()
+    if problem is not None:
+        raise HTTPException(503, f"not serving: {problem}", headers={"Retry-After": str(RETRY_AFTER_S)})
     return service
 
 
 Service = Annotated[object, Depends(ready_service)]
 
 
+def busy(detail: str, retry_after_s: int = RETRY_AFTER_S) -> HTTPException:
+    return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
+
+
 class DetectOptions:
-    """Query parameters shared by /detect and /detect/annotated."""
+    """Query parameters shared by /detect and /detect/annotated. Each may be given once."""
 
     def __init__(
         self,
-        score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="keep detections scoring above this (default: the server's, 0.3)")] = None,
-        iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="class-aware NMS IoU threshold (default: the model's, 0.6)")] = None,
-        max_detections: Annotated[int | None, Query(ge=0, le=10_000, description="at most this many per image (the model returns at most 100)")] = None,
+        request: Request,
+        score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring above this (default: the server's, 0.3)")] = None,
+        iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="class-aware NMS IoU threshold (default: the model's, 0.6)")] = None,
+        max_detections: Annotated[int | None, Query(ge=0, description="at most this many per image, up to the model's own limit (`max_detections` in /v1/model; 100 unless exported otherwise)")] = None,
         classes: Annotated[str | None, Query(description="comma-separated class names to keep, e.g. 'circle,star'", examples=["circle,star"])] = None,
     ):
+        names = [name for name, _ in request.query_params.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise HTTPException(422, "bad parameters: " + "; ".join(f"{name}: given {names.count(name)} times, allowed once" for name in repeated))
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.classes = [c.strip() for c in (classes or "").split(",") if c.strip()] or None  # empty: no filter
 
 
+async def prepare_images(service, encoded: list[bytes]) -> list[PreparedImage]:
+    """Decode and resize every image of a request (concurrently, under the pixel budget). The first
+    failure fails the request and stops the other images' work."""
+
+    async def prepare(index: int, data: bytes) -> PreparedImage:
+        try:
+            return await service.prepare(data)
+        except ImageError as exc:
+            where = f"image {index + 1} of {len(encoded)}: " if len(encoded) > 1 else ""
+            raise HTTPException(IMAGE_STATUS[exc.kind], where + str(exc)) from None
+        except BudgetTimeout:
+            raise busy(f"server busy: no room to decode within {service.settings.max_queue_wait_ms:g} ms (pixel budget {service.pixel_budget.budget:,})") from None
+
+    tasks = [asyncio.ensure_future(prepare(i, data)) for i, data in enumerate(encoded)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their reservations are released
+        raise
+
+
+async def wait_for_results(request: Request, job: Job, timeout_s: float) -> list[DetectionResult]:
+    """The job's results; 504 after `timeout_s`, ClientGone if the client disconnects first. Either
+    way the job is cancelled, so its images leave the queue and are never computed."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({job.future, watcher}, timeout=max(timeout_s, 0.001), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if job.future.done():
+        try:
+            return job.future.result()
+        except Exception:  # the batcher has logged it once, with the request ids
+            raise HTTPException(500, f"inference failed (request id {job.request_id}); the server log has the details") from None
+    job.future.cancel()
+    if watcher.done() and not watcher.cancelled():
+        raise ClientGone("while waiting for the model")
+    raise HTTPException(504, f"timed out after {request.app.state.settings.request_timeout_s:g} s waiting for the model")
+
+
 async def run_detection(
     request: Request, service, options: DetectOptions, single: bool = False
-) -> tuple[list, list[DetectionResult], dict[str, float]]:
-    """Read, decode (in threads), queue for a batch, filter. Returns the decoded images, their
+) -> tuple[list[bytes], list[DetectionResult], dict[str, float]]:
+    """Read, decode (in threads), queue for a batch, filter. Returns the encoded images, their
     results and the timing (ms)."""
     settings = request.app.state.settings
     started = time.perf_counter()
     detector = service.detector
-    if options.classes is not None:
-        try:
-            detector.class_indices(options.classes)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-    encoded = await read_images(request, settings.max_body_bytes, settings.max_batch_size)
+    try:
+        detector.check_options(options.score_threshold, options.iou_threshold, options.max_detections, options.classes)
+    except ValueError as exc:
+        raise HTTPException(422, f"bad parameters: {exc}") from None
+    encoded = await read_images(request, settings.max_body_bytes, settings.max_batch_size, settings.body_timeout_s)
     if single and len(encoded) != 1:
         raise HTTPException(422, f"this route takes exactly one image, got {len(encoded)}")
-    loop = asyncio.get_running_loop()
-
-    async def decode(index: int, data: bytes):
-        try:
-            return await loop.run_in_executor(service.decode_pool, detector.decode, data)
-        except ImageError as exc:
-            where = f"image {index + 1} of {len(encoded)}: " if len(encoded) > 1 else ""
-            raise HTTPException(IMAGE_STATUS[exc.kind], where + str(exc)) from None
-
-    arrays = list(await asyncio.gather(*(decode(i, data) for i, data in enumerate(encoded))))
+    images = await prepare_images(service, encoded)
     decoded = time.perf_counter()
 
     iou = detector.metadata.iou_threshold if options.iou_threshold is None else options.iou_threshold
     try:
-        job = await service.batcher.submit(arrays, iou)
-    except QueueFull:
-        raise HTTPException(503, "server busy: the queue is full", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        job = service.batcher.submit(images, iou, request.scope["state"]["request_id"])
+    except Overloaded as exc:
+        raise busy(str(exc), exc.retry_after_s) from None
     except ShuttingDown:
-        raise HTTPException(503, "server shutting down", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    remaining = settings.request_timeout_s - (decoded - started)
-    try:
-        results = await asyncio.wait_for(job.future, timeout=max(remaining, 0.001))
-    except asyncio.TimeoutError:
-        raise HTTPException(504, f"timed out after {settings.request_timeout_s:g} s waiting for the model") from None
+        raise busy("server shutting down") from None
+    del images  # the job holds them until its batch has run
+    results = await wait_for_results(request, job, settings.request_timeout_s - (decoded - started))
 
     score = settings.default_score_threshold if options.score_threshold is None else options.score_threshold
     results = [detector.select(r, score, options.max_detections, options.classes) for r in results]
@@ -139,7 +186,7 @@ async def run_detection(
         "inference": (job.finished - job.started) * 1000,
         "total": (finished - started) * 1000,
     }
-    return arrays, results, {k: round(v, 2) for k, v in timing.items()}
+    return encoded, results, {k: round(v, 2) for k, v in timing.items()}
 
 
 router = APIRouter()
@@ -165,6 +212,8 @@ async def detect(request: Request, service: Service, options: Annotated[DetectOp
             {
                 "width": r.width,
                 "height": r.height,
+                "frames": r.frames,
+                "first_frame_only": r.frames > 1,
                 "detections": [
                     {"box": [round(float(v), 2) for v in box], "score": round(float(s), 5), "class_id": int(c), "class_name": n}
                     for box, s, c, n in zip(r.boxes, r.scores, r.labels, r.class_names)
@@ -190,22 +239,33 @@ async def detect_annotated(
     options: Annotated[DetectOptions, Depends()],
     format: Annotated[Literal["jpeg", "png"], Query(description="image format of the answer")] = "jpeg",
 ) -> Response:
-    images, results, timing = await run_detection(request, service, options, single=True)
-    loop = asyncio.get_running_loop()
-    data = await loop.run_in_executor(service.decode_pool, draw_detections, images[0], results[0], format)
+    encoded, results, timing = await run_detection(request, service, options, single=True)
+    try:  # decoded again at full resolution, under the pixel budget, to draw on
+        image = await service.decode_full(encoded[0])
+    except BudgetTimeout:
+        raise busy("server busy: no room to decode the image for drawing") from None
+    data = await asyncio.get_running_loop().run_in_executor(service.decode_pool, draw_detections, image, results[0], format)
     return Response(data, media_type=f"image/{format}", headers={"X-Timing-Total-Ms": str(timing["total"])})
 
 
-@router.get("/healthz", summary="Liveness: the process is up")
-async def healthz() -> dict:
-    return {"status": "alive"}
+@router.get("/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}})
+async def healthz(request: Request) -> JSONResponse:
+    service = request.app.state.service
+    problem = service.health() if service is not None else None
+    if problem is not None:
+        return JSONResponse({"detail": f"not alive: {problem}"}, status_code=503)
+    return JSONResponse({"status": "alive"})
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up for every batch size", responses={503: {"model": ErrorBody}})
+@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up for every batch size, and while the batch worker serves", responses={503: {"model": ErrorBody}})
 async def readyz(request: Request) -> JSONResponse:
     service = request.app.state.service
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if service is None or not service.ready:
-        return JSONResponse({"detail": "not ready: the model is loading or warming up"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse({"detail": "not ready: the model is loading or warming up"}, status_code=503, headers=retry)
+    problem = service.health()
+    if problem is not None:
+        return JSONResponse({"detail": f"not ready: {problem}"}, status_code=503, headers=retry)
     return JSONResponse({"status": "ready", "queued_images": service.batcher.queued_images})
 
 
@@ -215,6 +275,8 @@ async def metrics(request: Request) -> Response:
     service = request.app.state.service
     if service is not None:
         app_metrics.queue_depth.set(service.batcher.queued_images)
+        app_metrics.pixels_in_flight.set(service.pixel_budget.in_use)
+        app_metrics.seconds_per_image.set(service.batcher.estimate.seconds_per_image)
     return Response(app_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

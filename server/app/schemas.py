@@ -15,6 +15,8 @@ class Detection(BaseModel):
 class ImageResult(BaseModel):
     width: int = Field(..., description="image width in pixels", examples=[640])
     height: int = Field(..., examples=[480])
+    frames: int = Field(1, description="frames in the file (animated GIF, PNG or WebP; multi-page TIFF)", examples=[1])
+    first_frame_only: bool = Field(False, description="true when the file has several frames: only the first was detected")
     detections: list[Detection] = Field(..., description="best score first")
 
 

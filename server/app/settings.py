@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -21,21 +22,39 @@ class ServeSettings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=256, description="images per backend call, and per request")
     max_batch_delay_ms: float = Field(0.0, ge=0, description="extra wait for company; 0: batch whatever queued while the model was busy")
     queue_size: int = Field(64, ge=1, description="images that may wait; beyond that requests get 503")
-    request_timeout_s: float = Field(30.0, gt=0, description="a request waiting longer gets 504")
+    max_queue_wait_ms: float = Field(
+        1000.0, gt=0, description="503 at once for a request whose estimated wait (images ahead x measured seconds per image) exceeds this"
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="a request waiting longer gets 504; a backend call running longer marks the worker stuck")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="413 beyond this many request bytes")
     max_pixels: int = Field(50_000_000, ge=1, description="413 for an image with more pixels (checked from its header)")
+    pixel_budget: int | None = Field(
+        None, ge=1, description="decoded pixels in flight across requests (default decode_threads x max_pixels); beyond it requests wait, then 503"
+    )
+    header_timeout_s: float = Field(5.0, gt=0, description="408 and close when a request's headers take longer")
+    body_timeout_s: float = Field(15.0, gt=0, description="408 when a request's body takes longer to arrive")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="431 and close beyond this many header bytes")
+    max_connections: int = Field(256, ge=1, description="open connections; a request arriving beyond them gets 503")
     default_score_threshold: float = Field(0.3, ge=0, le=1, description="score threshold when a request gives none")
 
     api_key: SecretStr | None = Field(None, description="when set, /detect and /v1/model need header X-API-Key")
     cors_origins: list[str] = Field(default_factory=list, description='e.g. ["https://app.example.com"] or ["*"]')
     intra_op_threads: int | None = Field(None, ge=1)
     inter_op_threads: int | None = Field(None, ge=1)
-    decode_threads: int = Field(4, ge=1, description="threads decoding images")
+    decode_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, description="threads decoding images (default: CPU count, at most 4)")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish accepted requests")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field("json", description="every log line (ours and uvicorn's) as a JSON object, or as text")
 
     @model_validator(mode="after")
-    def _queue_holds_a_full_request(self) -> ServeSettings:
+    def _limits_fit_together(self) -> ServeSettings:
         if self.queue_size < self.max_batch_size:
             raise ValueError(f"queue_size ({self.queue_size}) must be at least max_batch_size ({self.max_batch_size})")
+        if self.pixel_budget is not None and self.pixel_budget < self.max_pixels:
+            raise ValueError(f"pixel_budget ({self.pixel_budget:,}) must hold one image of max_pixels ({self.max_pixels:,})")
         return self
+
+    @property
+    def pixels_in_flight(self) -> int:
+        """The pixel budget in force: `pixel_budget`, or room for every decode thread at `max_pixels`."""
+        return self.pixel_budget if self.pixel_budget is not None else self.decode_threads * self.max_pixels

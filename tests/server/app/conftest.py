@@ -68,8 +68,10 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx):
-    """The tiny random model behind a default-configured server."""
-    srv = Server(tiny_onnx, max_batch_size=4).wait_ready()
+    """The tiny random model behind a default-configured server, except that admission by estimated
+    wait is off (60 s), so that bursts of parallel test requests are all served; the admission
+    tests have servers of their own."""
+    srv = Server(tiny_onnx, max_batch_size=4, max_queue_wait_ms=60_000).wait_ready()
     yield srv
     srv.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import struct
 import time
 import zlib
@@ -152,13 +153,53 @@ def test_bad_parameters_are_422(server, jpeg, params, message):
     assert response.status_code == 422 and message in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("score_threshold=0.5&score_threshold=0.9", "bad parameters: score_threshold: given 2 times, allowed once"),
+        ("classes=circle&iou_threshold=0.5&classes=star", "classes: given 2 times, allowed once"),
+        ("score_threshold=nan", "bad parameters: score_threshold: Input should be a finite number"),
+        ("iou_threshold=inf", "bad parameters: iou_threshold: Input should be a finite number"),
+        ("max_detections=101", "bad parameters: max_detections must be a whole number from 0 to 100 (the model's limit), got 101"),
+    ],
+)
+def test_ambiguous_or_out_of_range_parameters_are_422(server, jpeg, query, message):
+    response = httpx.post(f"{server.url}/detect?{query}", files={"image": ("a.jpg", jpeg, "image/jpeg")}, timeout=60)
+    assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_an_animated_image_says_only_its_first_frame_was_used(server):
+    frames = [Image.new("RGB", (60, 40), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buffer = __import__("io").BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    animated = detect(server.url, files={"image": ("a.gif", buffer.getvalue(), "image/gif")}).json()["results"][0]
+    assert (animated["frames"], animated["first_frame_only"]) == (3, True)
+    still = detect(server.url, files={"image": ("a.png", encode(frames[0], "PNG"), "image/png")}).json()["results"][0]
+    assert (still["frames"], still["first_frame_only"]) == (1, False)
+
+
+def test_every_log_line_is_one_json_object(server):
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert len(lines) > 10
+    records = [json.loads(line) for line in lines]  # uvicorn's own lines included
+    assert {"uvicorn.error", "vfnet.access", "vfnet.server"} <= {r["logger"] for r in records}
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
 def test_media_type_and_form_errors(server, jpeg):
     assert detect(server.url, content=b"{}", headers={"Content-Type": "application/json"}).status_code == 415
     assert detect(server.url, content=jpeg, headers={}).status_code == 415  # no content type at all
     missing = detect(server.url, files={"picture": ("a.jpg", jpeg, "image/jpeg")})
     assert missing.status_code == 422 and "'image'" in missing.json()["detail"]
     broken = detect(server.url, content=b"--xyz\r\nnot a real part", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
-    assert broken.status_code in (400, 422)
+    assert broken.status_code == 400 and "no closing boundary '--xyz--'" in broken.json()["detail"]
+    part = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n' + jpeg
+    cut = detect(server.url, content=part + b"\r\n", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert cut.status_code == 400 and "body cut off?" in cut.json()["detail"]  # used to be 422 "no 'image' field"
+    whole = detect(server.url, content=part + b"\r\n--xyz--\r\n", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert whole.status_code == 200
+    no_boundary = detect(server.url, content=part, headers={"Content-Type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "no boundary parameter" in no_boundary.json()["detail"]
     five = [("image", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(5)]  # max_batch_size is 4
     assert detect(server.url, files=five).status_code == 413
 

@@ -1,0 +1,111 @@
+"""Liveness and readiness follow the batch worker: the app in-process (create_app) with a real
+Detector over a fake backend that can hang or kill the worker on demand."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vfnet.server.app.main import create_app
+from vfnet.server.app.settings import ServeSettings
+from vfnet.server.runtime import Detector, ModelInfo
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+class Fatal(BaseException):
+    """Escapes `except Exception`: what kills a worker task."""
+
+
+class ControlledBackend:
+    """One detection per image. After warm-up, `mode` decides a call: "ok", "hang" (until
+    `release` is set) or "die" (raises Fatal)."""
+
+    def __init__(self):
+        self.info = ModelInfo(
+            class_names=("cat", "dog"), preset="test", backend="fake", device="cpu", precision="fp32",
+            input_size=(64, 64), size_divisor=32, max_detections=5, score_threshold=0.05,
+            iou_threshold=0.6, version="0", source="memory",
+        )  # fmt: skip
+        self.mode = "ok"
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+
+    def run(self, images, image_sizes, iou_threshold):
+        if self.mode == "hang":
+            self.hanging.set()
+            assert self.release.wait(30)
+        if self.mode == "die":
+            raise Fatal("segfault-like")
+        batch = len(images)
+        boxes = np.tile(np.array([[[1, 1, 20, 20]] * 5], np.float32), (batch, 1, 1))
+        return boxes, np.full((batch, 5), 0.9, np.float32), np.zeros((batch, 5), np.int64), np.ones(batch, np.int64)
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app_and_backend():
+    backend = ControlledBackend()
+    settings = ServeSettings(max_batch_size=2, request_timeout_s=0.2, _env_file=None)
+    with TestClient(create_app(settings, Detector(backend))) as client:
+        wait_for_readiness(client, 200)
+        yield client, backend
+        backend.release.set()
+
+
+def wait_for_readiness(client, status: int) -> None:
+    for _ in range(500):
+        if client.get("/readyz").status_code == status:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"/readyz never answered {status}")
+
+
+def post(client):
+    return client.post("/detect", files={"image": ("a.png", png(), "image/png")})
+
+
+def test_a_stuck_backend_call_makes_readiness_and_liveness_fail_with_the_reason(app_and_backend):
+    client, backend = app_and_backend
+    assert post(client).status_code == 200 and client.get("/healthz").json() == {"status": "alive"}
+    client.app.state.service.batcher.stuck_after_s = 0.2  # the service's floor is 5 s; no test should wait that long
+    backend.mode = "hang"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(post, client)
+        assert backend.hanging.wait(10)
+        wait_for_readiness(client, 503)
+        ready, alive = client.get("/readyz"), client.get("/healthz")
+        assert ready.status_code == 503 and ready.json()["detail"].startswith("not ready: the batch worker is stuck: a backend call of 1 images")
+        assert alive.status_code == 503 and "stuck" in alive.json()["detail"]
+        refused = post(client)
+        assert refused.status_code == 503 and "not serving: the batch worker is stuck" in refused.json()["detail"]
+        backend.mode = "ok"
+        backend.release.set()
+        assert hung.result().status_code == 504  # its own timeout (0.2 s) passed while it hung
+    wait_for_readiness(client, 200)  # the call has returned: serving again
+    assert post(client).status_code == 200
+
+
+def test_a_dead_worker_fails_its_requests_at_once_and_readiness_says_why(app_and_backend):
+    client, backend = app_and_backend
+    backend.mode = "die"
+    answer = post(client)
+    assert answer.status_code == 500 and "inference failed" in answer.json()["detail"]
+    ready, alive = client.get("/readyz"), client.get("/healthz")
+    assert ready.status_code == 503 and ready.json()["detail"] == "not ready: the batch worker stopped (Fatal('segfault-like'))"
+    assert alive.status_code == 503
+    assert post(client).status_code == 503  # refused with the reason, not queued for ever

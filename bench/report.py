@@ -16,3 +16,14 @@ def write_section(title: str, text: str, path: Path = DOCS) -> None:
         existing = existing[:start] + (existing[end + 1 :] if end != -1 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its vector-instruction flags, to print with every table."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    vector = [f for f in flags if f.startswith(("avx", "amx", "fma")) or f in ("f16c",)]
+    family = next((line.split(":", 1)[1].strip() for line in info if line.startswith("cpu family")), "?")
+    number = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model\t")), "?")
+    return f"{model} (family {family} model {number}; {' '.join(vector) or 'no AVX'})"

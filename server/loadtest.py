@@ -29,7 +29,6 @@ The report (one line on stdout, the whole in --out, default .loadtest/loadtest.j
   error_rate            (non-2xx answers + transport errors) / sent
   duration_s            the measured window; drain_s: how long the wait for its last answers took
   throughput_rps        successful (2xx) answers per second of the window
-  requests              the same as sent (kept for existing readers)
   targets, missed, passed
                         the targets given, the ones missed (one sentence each), and whether none was
 
@@ -258,7 +257,6 @@ def build_report(args, generator: LoadGenerator, drain_s: float) -> dict:
         "status_codes": count_by(s.status for s in answered),
         "error_rate": (sent - len(ok)) / sent if sent else 0.0,
         "throughput_rps": len(ok) / duration,
-        "requests": sent,
         "latency_ms": percentiles([s.latency_ms for s in ok]),
         "latency_ms_by_status": {str(code): percentiles([s.latency_ms for s in answered if s.status == code]) for code in statuses},
     }

@@ -147,11 +147,12 @@ class Batcher:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
-    def submit(self, images: list[PreparedImage], iou_threshold: float, request_id: str = "-") -> Job:
-        """Queue a job and return it (raises Overloaded or ShuttingDown at once); await `job.future`."""
+    def admit(self, images: int) -> None:
+        """Raise ShuttingDown, or Overloaded when a job of `images` images would be refused now.
+        `submit` checks it again; a caller checks first to refuse before decoding anything."""
         if self._closing:
             raise ShuttingDown()
-        if self.queued_images + len(images) > self.queue_size:
+        if self.queued_images + images > self.queue_size:
             raise Overloaded(f"server busy: the queue is full ({self.queued_images} of {self.queue_size} images waiting)")
         ahead = self.queued_images + self.running_images
         wait = self.estimate.wait_s(ahead)
@@ -161,6 +162,10 @@ class Batcher:
                 f"the limit of {self.max_wait_s:g} s",
                 retry_after_s=wait - self.max_wait_s,
             )
+
+    def submit(self, images: list[PreparedImage], iou_threshold: float, request_id: str = "-") -> Job:
+        """Queue a job and return it (raises Overloaded or ShuttingDown at once); await `job.future`."""
+        self.admit(len(images))
         job = Job(list(images), iou_threshold, request_id, asyncio.get_running_loop().create_future())
         job.future.add_done_callback(lambda _: self._forget(job))
         self.pending.extend(Item(job, i) for i in range(len(images)))

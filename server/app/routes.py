@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -78,6 +79,17 @@ Service = Annotated[object, Depends(ready_service)]
 
 def busy(detail: str, retry_after_s: int = RETRY_AFTER_S) -> HTTPException:
     return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+@contextmanager
+def admission():
+    """The batcher's refusals as 503 with Retry-After."""
+    try:
+        yield
+    except Overloaded as exc:
+        raise busy(str(exc), exc.retry_after_s) from None
+    except ShuttingDown:
+        raise busy("server shutting down") from None
 
 
 class DetectOptions:
@@ -163,17 +175,14 @@ async def run_detection(
     encoded = await read_images(request, settings.max_body_bytes, settings.max_batch_size, settings.body_timeout_s)
     if single and len(encoded) != 1:
         raise HTTPException(422, f"this route takes exactly one image, got {len(encoded)}")
+    with admission():
+        service.batcher.admit(len(encoded))  # refuse before spending any decoding on the request
     images = await prepare_images(service, encoded)
     decoded = time.perf_counter()
 
     iou = detector.metadata.iou_threshold if options.iou_threshold is None else options.iou_threshold
-    try:
+    with admission():
         job = service.batcher.submit(images, iou, request.scope["state"]["request_id"])
-    except Overloaded as exc:
-        raise busy(str(exc), exc.retry_after_s) from None
-    except ShuttingDown:
-        raise busy("server shutting down") from None
-    del images  # the job holds them until its batch has run
     results = await wait_for_results(request, job, settings.request_timeout_s - (decoded - started))
 
     score = settings.default_score_threshold if options.score_threshold is None else options.score_threshold

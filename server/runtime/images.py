@@ -93,12 +93,23 @@ def _load_rgb(image: Image.Image) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked first
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(_to_rgb(image), dtype=np.uint8)
+            ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies even unrotated images
+            return _to_array(_to_rgb(image))
     except Image.DecompressionBombError:
         raise ImageError("image declares too many pixels", kind="too_large") from None
     except Exception as exc:  # truncated or corrupt data surfaces only while decoding
         raise ImageError(f"cannot decode the image: {exc}") from None
+
+
+def _to_array(image: Image.Image, strip_rows: int = 256) -> np.ndarray:
+    """RGB image -> HxWx3 uint8 array, copied a strip of rows at a time: `np.asarray(image)` would
+    first join the whole image into one bytes object, a second full copy at the memory peak."""
+    width, height = image.size
+    array = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, strip_rows):
+        bottom = min(top + strip_rows, height)
+        array[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return array
 
 
 def decode_image(data: bytes | Image.Image | np.ndarray, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

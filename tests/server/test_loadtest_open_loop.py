@@ -1,4 +1,5 @@
-"""`vfnet loadtest --rate R` is a true open loop: arrivals go out on schedule however slowly the server answers.
+"""`vfnet loadtest --rate R` is a true open loop: arrivals go out on schedule, evenly spaced, however
+slowly the server answers.
 
 The server here answers every fifth request 503 at once and the others 200 only after SLOW_S seconds,
 longer than the whole measured window, so a generator that waited for answers would send far fewer
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -95,6 +97,10 @@ def test_arrivals_keep_to_the_schedule_while_answers_are_slow(slow_server, tmp_p
     assert report["latency_ms_by_status"]["200"]["p50"] == report["latency_ms"]["p50"]
     assert report["latency_ms_by_status"]["503"]["p50"] < 1000
     assert report["mode"] == "rate" and report["offered_rate_rps"] == RATE and report["passed"]
+    # Evenly spaced, 1/R apart, not in bursts (users firing together put most gaps near 0); half of
+    # 1/R leaves room for scheduling jitter.
+    times = [at for at, _ in slow_server.arrivals]
+    assert statistics.median(later - earlier for earlier, later in zip(times, times[1:])) > 0.5 / RATE
 
 
 def test_arrivals_over_the_in_flight_cap_are_skipped_and_fail_the_run(slow_server, tmp_path):

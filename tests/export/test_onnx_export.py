@@ -78,13 +78,20 @@ def test_raw_head_outputs_match_pytorch(tiny_onnx_raw, tiny_model, photo_like_im
 
 
 def assert_same_detections(a, b):
+    """Same detections: one-to-one, same label, |score difference| <= 1e-4, IoU >= 0.999 (or, for a
+    box clamped to a line, corners within 1e-3 px). The order may differ only between detections
+    whose scores tie within float rounding (the random test model gives many scores near 0.5)."""
     assert len(a) == len(b) > 0
-    assert a.labels.tolist() == b.labels.tolist()
-    assert np.abs(a.scores - b.scores).max() <= 1e-4
-    ious = box_iou(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes)).diagonal()
-    empty = torch.from_numpy((a.boxes[:, 2:] - a.boxes[:, :2]).min(axis=1) <= 0)  # clamped to a line: IoU is 0/0
-    assert ious[~empty].min().item() >= 0.999
-    assert np.abs(a.boxes[empty.numpy()] - b.boxes[empty.numpy()]).max(initial=0) <= 1e-3
+    ious = box_iou(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes)).nan_to_num(0).numpy()  # [N, N]
+    corners = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
+    same = (a.labels[:, None] == b.labels[None, :]) & (np.abs(a.scores[:, None] - b.scores[None, :]) <= 1e-4)
+    same &= (ious >= 0.999) | (corners <= 1e-3)
+    unmatched = set(range(len(b)))
+    for i in range(len(a)):
+        j = next((j for j in sorted(unmatched, key=lambda j: abs(i - j)) if same[i, j]), None)
+        assert j is not None, f"detection {i} ({a.labels[i]}, {a.scores[i]:.6f}, {a.boxes[i]}) has no counterpart"
+        assert i == j or abs(a.scores[i] - a.scores[j]) <= 1e-4, f"detection {i} is the other's {j}: not a tie"
+        unmatched.remove(j)
 
 
 @pytest.mark.parametrize("count", [1, 3])  # batch 1, and a batch of differently sized images

@@ -34,7 +34,7 @@ import httpx
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
 from report import cpu_description, write_section  # bench/report.py
-from server_overhead import start_server  # bench/server_overhead.py
+from server_overhead import metric, start_server  # bench/server_overhead.py
 
 SECTION = "## Reliability under load (CPU)"
 MAX_QUEUE_WAIT_MS = 1000.0  # the service's default
@@ -74,11 +74,6 @@ def loadtest(url: str, *args: str, timeout: float = 1200) -> dict:
         command = [sys.executable, "-m", "vfnet.server.cli", "loadtest", "--url", url, "--out", str(out), *args]
         subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         return json.loads(out.read_text())
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 def p(report: dict, status: str, q: str) -> float:

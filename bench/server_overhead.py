@@ -83,6 +83,12 @@ def start_server(model: Path, threads: int, max_batch: int, **settings) -> tuple
     raise RuntimeError("server did not become ready")
 
 
+def metric(url: str, name: str) -> float:
+    """A Prometheus metric of the running service, summed over its label sets."""
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
 def interleaved_latency(detector, url: str, images: list[bytes], repeats: int, block: int = 10) -> tuple[float, float]:
     """p50 ms of `Detector.detect([jpeg])` in this process and of POST /detect (concurrency 1), in
     alternating blocks of `block` requests, so that a change in the machine's speed during the run
@@ -186,13 +192,11 @@ def main() -> None:
             http_rates.append(http_throughput(url, images, concurrency=8, requests=args.requests // 3))
             mixed_rates.append(http_throughput(url, mixed, concurrency=8, requests=args.requests // 3))
         best, http_rate, mixed_rate = (statistics.mean(r) for r in (local_rates, http_rates, mixed_rates))
-        batch_metrics = httpx.get(f"{url}/metrics").text
+        batches, batched_images = metric(url, "vfnet_batch_size_count"), metric(url, "vfnet_batch_size_sum")
         padded_rate, grouped_rate = padding_cost(detector, mixed)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
-    count = sum(float(l.split()[-1]) for l in batch_metrics.splitlines() if l.startswith("vfnet_batch_size_count"))
-    total = sum(float(l.split()[-1]) for l in batch_metrics.splitlines() if l.startswith("vfnet_batch_size_sum"))
     text = "\n".join(
         [
             SECTION,
@@ -208,7 +212,7 @@ def main() -> None:
             f"**{http_rate / best:.2f}×** | ≥ 0.9× |",
             "",
             "In-process throughput by batch size: " + ", ".join(f"{b}: {v:.1f} img/s" for b, v in batched.items()) + ". "
-            f"Average batch formed by the service under 8 clients: {total / max(count, 1):.1f} images.",
+            f"Average batch formed by the service under 8 clients: {batched_images / max(batches, 1):.1f} images.",
             "",
             "The price of batch-independent results: the service batches only images of the same padded canvas, so that "
             "an image's detections never depend on its company (padding to a larger canvas changes GroupNorm statistics "

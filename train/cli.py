@@ -92,7 +92,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from vfnet.server.runtime.load import BACKENDS, DEMO_CHECKPOINT
+    from vfnet.server.runtime.backends import BACKEND_CHOICES
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
     parser = argparse.ArgumentParser(
         prog="vfnet eval",
@@ -104,7 +105,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint or ONNX file (default: the demo model)")
     parser.add_argument("--data", required=True, help="folder with annotations.json and images")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--results", type=Path, help="also write the detections in COCO results format")
     parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")

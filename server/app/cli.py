@@ -19,34 +19,13 @@ EXAMPLES = """examples:
   curl -F image=@street.jpg 'http://127.0.0.1:8000/detect?score_threshold=0.4'
 """
 
-FLAGS = {  # flag -> (settings field, type, help)
-    "--model": ("model", Path, "checkpoint (.safetensors) or ONNX file (default: the bundled demo model)"),
-    "--backend": ("backend", str, "auto | onnxruntime | torch"),
-    "--device": ("device", str, "auto | cpu | cuda"),
-    "--host": ("host", str, "address to bind (default 127.0.0.1)"),
-    "--port": ("port", int, "port (default 8000)"),
-    "--max-batch-size": ("max_batch_size", int, "images per backend call and per request (default 8)"),
-    "--max-batch-delay-ms": ("max_batch_delay_ms", float, "extra wait for company, ms (default 0: batches form while the model is busy)"),
-    "--queue-size": ("queue_size", int, "images that may wait before requests get 503 (default 64)"),
-    "--max-queue-wait-ms": ("max_queue_wait_ms", float, "503 at once when a request's estimated wait exceeds this (default 1000)"),
-    "--request-timeout-s": ("request_timeout_s", float, "504 after this long; a backend call running longer marks the worker stuck (default 30)"),
-    "--max-body-bytes": ("max_body_bytes", int, "413 above this request size (default 20 MiB)"),
-    "--max-pixels": ("max_pixels", int, "413 above this many pixels per image (default 50,000,000)"),
-    "--pixel-budget": ("pixel_budget", int, "decoded pixels in flight across requests (default decode threads x max pixels)"),
-    "--header-timeout-s": ("header_timeout_s", float, "408 and close when headers take longer (default 5)"),
-    "--body-timeout-s": ("body_timeout_s", float, "408 when the body takes longer to arrive (default 15)"),
-    "--max-header-bytes": ("max_header_bytes", int, "431 and close above this many header bytes (default 32 KiB)"),
-    "--max-connections": ("max_connections", int, "open connections before requests get 503 (default 256)"),
-    "--default-score-threshold": ("default_score_threshold", float, "when a request gives none (default 0.3)"),
-    "--api-key": ("api_key", str, "require this X-API-Key on /detect and /v1/model"),
-    "--cors-origins": ("cors_origins", str, "comma-separated allowed origins, or *"),
-    "--intra-op-threads": ("intra_op_threads", int, "backend compute threads"),
-    "--inter-op-threads": ("inter_op_threads", int, "ONNX Runtime inter-op threads"),
-    "--decode-threads": ("decode_threads", int, "image decoding threads (default: CPU count, at most 4)"),
-    "--graceful-shutdown-s": ("graceful_shutdown_s", float, "on SIGTERM, time to finish accepted requests (default 30)"),
-    "--log-level": ("log_level", str, "debug | info | warning | error"),
-    "--log-format": ("log_format", str, "json (default: one JSON object per line) | text"),
-}
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ServeSettings field, its help made from the field's description and default, so
+    that flags, environment variables and documentation cannot drift apart. Values are passed to
+    the settings as text, which validate and convert them."""
+    for name, field in ServeSettings.model_fields.items():
+        shown = "" if field.default_factory is not None or field.default is None else f" (default {field.default})"
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{field.description}{shown}")
 
 
 def resolve_model(settings: ServeSettings) -> Path:
@@ -69,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for flag, (field, kind, text) in FLAGS.items():
-        parser.add_argument(flag, dest=field, type=kind, help=text)
+    add_setting_flags(parser)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if "cors_origins" in overrides:

@@ -98,9 +98,9 @@ class DetectOptions:
     def __init__(
         self,
         request: Request,
-        score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring above this (default: the server's, 0.3)")] = None,
-        iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="class-aware NMS IoU threshold (default: the model's, 0.6)")] = None,
-        max_detections: Annotated[int | None, Query(ge=0, description="at most this many per image, up to the model's own limit (`max_detections` in /v1/model; 100 unless exported otherwise)")] = None,
+        score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring above this (default: the server's `default_score_threshold`; below the model's `score_floor` it acts as the floor; both in /v1/model)")] = None,
+        iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="class-aware NMS IoU threshold (default: the model's `default_iou_threshold` in /v1/model)")] = None,
+        max_detections: Annotated[int | None, Query(ge=0, description="at most this many per image, up to the model's own limit (`max_detections` in /v1/model)")] = None,
         classes: Annotated[str | None, Query(description="comma-separated class names to keep, e.g. 'circle,star'", examples=["circle,star"])] = None,
     ):
         names = [name for name, _ in request.query_params.multi_items()]
@@ -209,8 +209,7 @@ router = APIRouter()
     dependencies=[Depends(require_api_key)],
     summary="Detect objects in one or more images",
     description="Boxes are xyxy in original-image pixels, ranked by IACS. Several `image` fields form one "
-    "batch. The default score threshold is the server's `default_score_threshold` (0.3 unless configured); "
-    "thresholds below the model's floor (0.05) act as the floor.",
+    "batch. The thresholds' defaults and limits are the served model's and the server's: see /v1/model.",
 )
 async def detect(request: Request, service: Service, options: Annotated[DetectOptions, Depends()]) -> dict:
     _, results, timing = await run_detection(request, service, options)

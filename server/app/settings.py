@@ -9,15 +9,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vfnet.server.runtime.backends import BACKEND_CHOICES, BACKEND_NAMES, DEVICES
+
 
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VFNET_", env_file=".env", extra="ignore")
 
     model: Path | None = Field(None, description="checkpoint or ONNX file; default: the bundled demo model")
-    backend: Literal["auto", "onnxruntime", "torch"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    backend: Literal[BACKEND_CHOICES] = Field("auto", description="auto (from the file) | " + " | ".join(BACKEND_NAMES))
+    device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
 
     max_batch_size: int = Field(8, ge=1, le=256, description="images per backend call, and per request")
     max_batch_delay_ms: float = Field(0.0, ge=0, description="extra wait for company; 0: batch whatever queued while the model was busy")
@@ -38,13 +40,13 @@ class ServeSettings(BaseSettings):
     default_score_threshold: float = Field(0.3, ge=0, le=1, description="score threshold when a request gives none")
 
     api_key: SecretStr | None = Field(None, description="when set, /detect and /v1/model need header X-API-Key")
-    cors_origins: list[str] = Field(default_factory=list, description='e.g. ["https://app.example.com"] or ["*"]')
-    intra_op_threads: int | None = Field(None, ge=1)
-    inter_op_threads: int | None = Field(None, ge=1)
+    cors_origins: list[str] = Field(default_factory=list, description='allowed origins; a flag takes them comma-separated, the variable as JSON, e.g. ["https://app.example.com"] or ["*"]')
+    intra_op_threads: int | None = Field(None, ge=1, description="backend compute threads (default: the backend's)")
+    inter_op_threads: int | None = Field(None, ge=1, description="backend inter-op threads (default: the backend's)")
     decode_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, description="threads decoding images (default: CPU count, at most 4)")
     graceful_shutdown_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish accepted requests")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = Field("json", description="every log line (ours and uvicorn's) as a JSON object, or as text")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug | info | warning | error")
+    log_format: Literal["json", "text"] = Field("json", description="json | text: every log line (ours and uvicorn's) as a JSON object, or as text")
 
     @model_validator(mode="after")
     def _limits_fit_together(self) -> ServeSettings:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from .backends import Backend
 from .images import DEFAULT_MAX_PIXELS, PreparedImage, decode_image, image_pixels, make_batch, prepare_image
 from .model_info import ModelInfo
 
@@ -51,7 +52,7 @@ class Detector:
     `metadata` (a ModelInfo) gives class names, preset, backend, device, input policy and NMS defaults.
     """
 
-    def __init__(self, backend, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, backend: Backend, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.backend = backend
         self.metadata: ModelInfo = backend.info
         self.max_pixels = max_pixels

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backends import BACKEND_CHOICES, DEVICES
 from .detector import Detector
 from .images import DEFAULT_MAX_PIXELS
 from .model_info import ModelLoadError
 
-BACKENDS = ("auto", "onnxruntime", "torch")
 # The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md).
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "vfnet_r18_demo.safetensors"
 
@@ -36,18 +36,16 @@ def load_detector(
     max_pixels caps decoded image size (None: no cap). Raises ModelLoadError with the reason.
     """
     path = Path(path)
-    if backend not in BACKENDS:
-        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if backend not in BACKEND_CHOICES:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if backend == "auto":
         backend = "torch" if _looks_like_safetensors(path) else "onnxruntime"
     if backend == "torch":
-        from .backends.torch import TorchBackend
-
-        return Detector(TorchBackend(path, device=device, threads=intra_op_threads), max_pixels)
-    from .backends.onnxruntime import OnnxRuntimeBackend
-
-    return Detector(OnnxRuntimeBackend(path, device, intra_op_threads, inter_op_threads), max_pixels)
+        from .backends.torch_backend import TorchBackend as chosen
+    else:
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
+    return Detector(chosen(path, device=device, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads), max_pixels)

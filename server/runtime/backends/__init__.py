@@ -1,7 +1,34 @@
-"""Backends run the exported inference contract on arrays:
+"""The backend seam: every backend runs the exported inference contract on arrays.
 
     run(images uint8 [B, 3, H, W], image_sizes int64 [B, 2], iou_threshold float)
-      -> boxes [B, K, 4] float32 xyxy (resized pixels), scores [B, K], labels [B, K] int64, num_detections [B]
+      -> boxes [B, K, 4] float32 xyxy (resized pixels), scores [B, K] float32 (IACS),
+         labels [B, K] int64 (-1 for padding), num_detections [B] int64
 
-Each module imports its library lazily, inside the backend's constructor.
+A backend is constructed as `Backend(path, device="auto", intra_op_threads=None,
+inter_op_threads=None)` and raises ModelLoadError with the reason when it cannot serve the file.
+Each module imports its library lazily, inside the constructor, and is named after the library
+with a `_backend` suffix so that it never shadows it.
 """
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..model_info import ModelInfo
+
+BACKEND_NAMES = ("onnxruntime", "torch")  # every backend of this runtime
+BACKEND_CHOICES = ("auto", *BACKEND_NAMES)  # what a user may ask for: "auto" picks from the file
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class Backend(Protocol):
+    """What `Detector` needs of a backend."""
+
+    name: str  # one of BACKEND_NAMES
+    info: ModelInfo  # the model's facts, and the backend and device it runs on
+
+    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One backend call on a padded batch (shapes in the module docstring)."""
+        ...

@@ -11,11 +11,12 @@ from ..model_info import ModelInfo, ModelLoadError
 
 class TorchBackend:
     """Serves a `.safetensors` checkpoint with `vfnet.model`. device: "auto" (CUDA if available), "cuda", "cpu".
-    threads sets torch's intra-op thread count (process-wide)."""
+    intra_op_threads / inter_op_threads set torch's thread pools (process-wide; the inter-op pool
+    only before torch has run anything in this process)."""
 
     name = "torch"
 
-    def __init__(self, path: Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None):
         try:
             import torch
 
@@ -25,8 +26,13 @@ class TorchBackend:
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError("device cuda requested, but torch sees no CUDA GPU")
         self.device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if intra_op_threads is not None:
+            torch.set_num_threads(intra_op_threads)
+        if inter_op_threads is not None:
+            try:
+                torch.set_num_interop_threads(inter_op_threads)
+            except RuntimeError as exc:  # torch allows it once, before any parallel work
+                raise ModelLoadError(f"inter_op_threads: {exc}") from None
         try:
             version = read_checkpoint_metadata(path).get("version", "unknown")
             self.model = load_checkpoint(path, map_location=self.device)

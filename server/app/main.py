@@ -32,7 +32,6 @@ from .uploads import ClientGone
 
 log = logging.getLogger("vfnet.server")
 access_log = logging.getLogger("vfnet.access")
-ROUTES = {"/detect", "/detect/annotated", "/healthz", "/readyz", "/metrics", "/v1/model", "/docs", "/openapi.json"}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer
 
@@ -59,7 +58,6 @@ class RequestContext:
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        route = scope["path"] if scope["path"] in ROUTES else "other"
         status = {"code": 500, "started": False}
         started = time.perf_counter()
 
@@ -88,7 +86,8 @@ class RequestContext:
             fields = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "client": client[0]}
             if "note" in state:
                 fields["note"] = state["note"]
-            log_access(self.metrics, route, status["code"], time.perf_counter() - started, **fields)
+            route = scope.get("route")  # the route template the app matched, e.g. /v2/models/{name}/infer
+            log_access(self.metrics, getattr(route, "path", "other"), status["code"], time.perf_counter() - started, **fields)
 
 
 def create_app(settings: ServeSettings, detector: Detector) -> FastAPI:

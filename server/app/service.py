@@ -59,8 +59,12 @@ class Service:
         self.metrics.images.inc(stats.images)
 
     def health(self) -> str | None:
-        """None when requests can be served; else why not."""
+        """Liveness: None while the batch worker serves; else what is wrong with it."""
         return self.batcher.health()
+
+    def unready_reason(self) -> str | None:
+        """Readiness: None when requests can be served now; else why not."""
+        return "the model is warming up" if not self.ready else self.health()
 
     async def prepare(self, data: bytes) -> PreparedImage:
         """One image decoded and resized for the model (raises ImageError, or BudgetTimeout)."""

@@ -92,7 +92,7 @@ def test_a_stuck_backend_call_makes_readiness_and_liveness_fail_with_the_reason(
         assert ready.status_code == 503 and ready.json()["detail"].startswith("not ready: the batch worker is stuck: a backend call of 1 images")
         assert alive.status_code == 503 and "stuck" in alive.json()["detail"]
         refused = post(client)
-        assert refused.status_code == 503 and "not serving: the batch worker is stuck" in refused.json()["detail"]
+        assert refused.status_code == 503 and "not ready: the batch worker is stuck" in refused.json()["detail"]
         backend.mode = "ok"
         backend.release.set()
         assert hung.result().status_code == 504  # its own timeout (0.2 s) passed while it hung
@@ -109,3 +109,13 @@ def test_a_dead_worker_fails_its_requests_at_once_and_readiness_says_why(app_and
     assert ready.status_code == 503 and ready.json()["detail"] == "not ready: the batch worker stopped (Fatal('segfault-like'))"
     assert alive.status_code == 503
     assert post(client).status_code == 503  # refused with the reason, not queued for ever
+
+
+def test_metrics_are_labelled_by_the_route_template_that_matched(app_and_backend):
+    client, _ = app_and_backend
+    assert post(client).status_code == 200
+    assert client.get("/no/such/route").status_code == 404
+    text = client.get("/metrics").text
+    assert 'vfnet_requests_total{route="/detect",status="200"} 1.0' in text
+    assert 'vfnet_requests_total{route="other",status="404"} 1.0' in text
+    assert 'route="/readyz"' in text  # the fixture's readiness polls

@@ -1,26 +1,24 @@
-"""The HTTP routes: /detect, /detect/annotated, /healthz, /readyz, /metrics, /v1/model."""
+"""Detection routes: POST /detect and /detect/annotated, and the request flow they share."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
-from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from starlette.responses import JSONResponse
 
 from vfnet.server.runtime import DetectionResult, ImageError, PreparedImage
 
-from .annotate import draw_detections
-from .batcher import Job, Overloaded, ShuttingDown
-from .budget import BudgetTimeout
-from .schemas import DetectResponse, ErrorBody, ModelMetadata
-from .uploads import ClientGone, read_images
+from ..annotate import draw_detections
+from ..batcher import Job
+from ..budget import BudgetTimeout
+from ..schemas import DetectResponse
+from ..service import Service
+from ..uploads import ClientGone, read_images
+from .dependencies import ERRORS, ReadyService, admission, busy, require_api_key
 
 IMAGE_STATUS = {"undecodable": 400, "too_large": 413, "unsupported": 415}
-RETRY_AFTER_S = 1
 
 UPLOAD_DOC = {
     "requestBody": {
@@ -40,57 +38,6 @@ UPLOAD_DOC = {
         },
     }
 }
-ERRORS = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        400: "undecodable image or malformed multipart body",
-        408: "the request body did not arrive within the server's body timeout",
-        401: "missing or wrong X-API-Key (when the server has one)",
-        413: "too many bytes, pixels or images",
-        415: "neither multipart/form-data nor image/*, or an unsupported image type",
-        422: "bad parameters (with what was wrong), including a query parameter given twice",
-        503: "busy: queue full, estimated wait too long, no room to decode, too many connections (retry after Retry-After seconds); or not ready",
-        504: "the request waited longer than the server's request timeout",
-    }.items()
-}
-
-
-def require_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if key is None:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
-
-
-def ready_service(request: Request):
-    service = request.app.state.service
-    if service is None or not service.ready:
-        raise HTTPException(503, "the model is still loading and warming up", headers={"Retry-After": str(RETRY_AFTER_S)})
-    problem = service.health()
-    if problem is not None:
-        raise HTTPException(503, f"not serving: {problem}", headers={"Retry-After": str(RETRY_AFTER_S)})
-    return service
-
-
-Service = Annotated[object, Depends(ready_service)]
-
-
-def busy(detail: str, retry_after_s: int = RETRY_AFTER_S) -> HTTPException:
-    return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
-
-
-@contextmanager
-def admission():
-    """The batcher's refusals as 503 with Retry-After."""
-    try:
-        yield
-    except Overloaded as exc:
-        raise busy(str(exc), exc.retry_after_s) from None
-    except ShuttingDown:
-        raise busy("server shutting down") from None
-
 
 class DetectOptions:
     """Query parameters shared by /detect and /detect/annotated. Each may be given once."""
@@ -113,7 +60,7 @@ class DetectOptions:
         self.classes = [c.strip() for c in (classes or "").split(",") if c.strip()] or None  # empty: no filter
 
 
-async def prepare_images(service, encoded: list[bytes]) -> list[PreparedImage]:
+async def prepare_images(service: Service, encoded: list[bytes]) -> list[PreparedImage]:
     """Decode and resize every image of a request (concurrently, under the pixel budget). The first
     failure fails the request and stops the other images' work."""
 
@@ -161,7 +108,7 @@ async def wait_for_results(request: Request, job: Job, timeout_s: float) -> list
 
 
 async def run_detection(
-    request: Request, service, options: DetectOptions, single: bool = False
+    request: Request, service: Service, options: DetectOptions, single: bool = False
 ) -> tuple[list[bytes], list[DetectionResult], dict[str, float]]:
     """Read, decode (in threads), queue for a batch, filter. Returns the encoded images, their
     results and the timing (ms)."""
@@ -198,7 +145,7 @@ async def run_detection(
     return encoded, results, {k: round(v, 2) for k, v in timing.items()}
 
 
-router = APIRouter()
+router = APIRouter(tags=["detection"])
 
 
 @router.post(
@@ -211,7 +158,7 @@ router = APIRouter()
     description="Boxes are xyxy in original-image pixels, ranked by IACS. Several `image` fields form one "
     "batch. The thresholds' defaults and limits are the served model's and the server's: see /v1/model.",
 )
-async def detect(request: Request, service: Service, options: Annotated[DetectOptions, Depends()]) -> dict:
+async def detect(request: Request, service: ReadyService, options: Annotated[DetectOptions, Depends()]) -> dict:
     _, results, timing = await run_detection(request, service, options)
     info = service.detector.metadata
     return {
@@ -243,7 +190,7 @@ async def detect(request: Request, service: Service, options: Annotated[DetectOp
 )
 async def detect_annotated(
     request: Request,
-    service: Service,
+    service: ReadyService,
     options: Annotated[DetectOptions, Depends()],
     format: Annotated[Literal["jpeg", "png"], Query(description="image format of the answer")] = "jpeg",
 ) -> Response:
@@ -254,56 +201,3 @@ async def detect_annotated(
         raise busy("server busy: no room to decode the image for drawing") from None
     data = await asyncio.get_running_loop().run_in_executor(service.decode_pool, draw_detections, image, results[0], format)
     return Response(data, media_type=f"image/{format}", headers={"X-Timing-Total-Ms": str(timing["total"])})
-
-
-@router.get("/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}})
-async def healthz(request: Request) -> JSONResponse:
-    service = request.app.state.service
-    problem = service.health() if service is not None else None
-    if problem is not None:
-        return JSONResponse({"detail": f"not alive: {problem}"}, status_code=503)
-    return JSONResponse({"status": "alive"})
-
-
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up for every batch size, and while the batch worker serves", responses={503: {"model": ErrorBody}})
-async def readyz(request: Request) -> JSONResponse:
-    service = request.app.state.service
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
-    if service is None or not service.ready:
-        return JSONResponse({"detail": "not ready: the model is loading or warming up"}, status_code=503, headers=retry)
-    problem = service.health()
-    if problem is not None:
-        return JSONResponse({"detail": f"not ready: {problem}"}, status_code=503, headers=retry)
-    return JSONResponse({"status": "ready", "queued_images": service.batcher.queued_images})
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    app_metrics = request.app.state.metrics
-    service = request.app.state.service
-    if service is not None:
-        app_metrics.queue_depth.set(service.batcher.queued_images)
-        app_metrics.pixels_in_flight.set(service.pixel_budget.in_use)
-        app_metrics.seconds_per_image.set(service.batcher.estimate.seconds_per_image)
-    return Response(app_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-@router.get("/v1/model", response_model=ModelMetadata, dependencies=[Depends(require_api_key)], responses={401: ERRORS[401], 503: ERRORS[503]}, summary="The served model")
-async def model_metadata(request: Request, service: Service) -> dict:
-    info = service.detector.metadata
-    settings = request.app.state.settings
-    return {
-        "preset": info.preset,
-        "backend": info.backend,
-        "device": info.device,
-        "precision": info.precision,
-        "version": info.version,
-        "class_names": list(info.class_names),
-        "input_size": list(info.input_size),
-        "size_divisor": info.size_divisor,
-        "max_detections": info.max_detections,
-        "score_floor": info.score_threshold,
-        "default_score_threshold": settings.default_score_threshold,
-        "default_iou_threshold": info.iou_threshold,
-        "max_batch_size": settings.max_batch_size,
-    }

@@ -1,0 +1,65 @@
+"""What every route shares: API-key check, the ready service, 503 answers, documented errors."""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from ..batcher import Overloaded, ShuttingDown
+from ..schemas import ErrorBody
+from ..service import Service
+
+RETRY_AFTER_S = 1
+
+ERRORS = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "undecodable image or malformed multipart body",
+        408: "the request body did not arrive within the server's body timeout",
+        401: "missing or wrong X-API-Key (when the server has one)",
+        413: "too many bytes, pixels or images",
+        415: "neither multipart/form-data nor image/*, or an unsupported image type",
+        422: "bad parameters (with what was wrong), including a query parameter given twice",
+        503: "busy: queue full, estimated wait too long, no room to decode, too many connections (retry after Retry-After seconds); or not ready",
+        504: "the request waited longer than the server's request timeout",
+    }.items()
+}
+
+
+def require_api_key(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
+
+
+def ready_service(request: Request) -> Service:
+    """The service, or 503 with the reason it cannot serve now (warming up, worker stopped or stuck)."""
+    service = request.app.state.service
+    problem = "the model is still loading" if service is None else service.unready_reason()
+    if problem is not None:
+        raise HTTPException(503, f"not ready: {problem}", headers={"Retry-After": str(RETRY_AFTER_S)})
+    return service
+
+
+ReadyService = Annotated[Service, Depends(ready_service)]
+
+
+def busy(detail: str, retry_after_s: int = RETRY_AFTER_S) -> HTTPException:
+    return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
+
+
+@contextmanager
+def admission():
+    """The batcher's refusals as 503 with Retry-After."""
+    try:
+        yield
+    except Overloaded as exc:
+        raise busy(str(exc), exc.retry_after_s) from None
+    except ShuttingDown:
+        raise busy("server shutting down") from None

@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("vfnet.server.app.cli:main", "run the HTTP detection service (default: the bundled demo model)"),
     "loadtest": ("vfnet.server.loadtest:main", "load a running service (Locust) and check latency targets"),
-    "convert-mmdet": ("vfnet.model.mmdet:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
+    "convert-mmdet": ("vfnet.export.convert_cli:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
     "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)"),
     "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format"),
     "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data"),

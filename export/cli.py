@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
     onnx.add_argument("--out", required=True, type=Path, help="output .onnx file")
     onnx.add_argument("--fp16", action="store_true", help="float16 network (outputs stay float32); for TensorRT 11")
+    onnx.add_argument(
+        "--fp16-storage", action="store_true", help="store weights as float16 where they restore exactly (about half the file; computes in float32)"
+    )
     onnx.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
     onnx.add_argument("--raw", action="store_true", help="output the raw per-level head tensors instead of detections")
     return parser
@@ -55,6 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    summary = export_onnx(model, args.out, fp16=args.fp16, raw=args.raw, max_detections=args.max_detections, progress=progress)
+    summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, max_detections=args.max_detections, progress=progress)
     print(summary)
     return 0

@@ -93,7 +93,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def eval_main(argv: list[str] | None = None) -> int:
     from vfnet.server.runtime.backends import BACKEND_CHOICES
-    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+    from vfnet.server.runtime.load import demo_model
 
     parser = argparse.ArgumentParser(
         prog="vfnet eval",
@@ -103,7 +103,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         "  vfnet eval --model demo.onnx --data data/val --results dets.json",
         formatter_class=Formatter,
     )
-    parser.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint or ONNX file (default: the demo model)")
+    parser.add_argument("--model", type=Path, help="checkpoint or ONNX file (default: the bundled demo model, ONNX unless --backend torch)")
     parser.add_argument("--data", required=True, help="folder with annotations.json and images")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -116,7 +116,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     from .evaluate import evaluate
 
     try:
-        detector = load_detector(args.model, backend=args.backend, max_pixels=None)
+        detector = load_detector(args.model or demo_model(args.backend), backend=args.backend, max_pixels=None)
         with tqdm(unit="img", disable=None, file=sys.stderr) as bar:
             metrics = evaluate(detector, args.data, args.batch_size, args.oracle, args.results, progress=bar.update)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:

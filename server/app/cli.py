@@ -29,15 +29,11 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model(settings: ServeSettings) -> Path:
-    """The model to serve: --model, else the demo model, preferring its ONNX export (`make serve`
-    builds it next to the checkpoint) so that CPU serving uses ONNX Runtime."""
-    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+    """The model to serve: --model, else the bundled demo model (its ONNX export; the checkpoint for
+    --backend torch)."""
+    from vfnet.server.runtime.load import demo_model
 
-    if settings.model is not None:
-        return settings.model
-    demo_onnx = DEMO_CHECKPOINT.with_suffix(".onnx")
-    fresh = demo_onnx.is_file() and demo_onnx.stat().st_mtime >= DEMO_CHECKPOINT.stat().st_mtime
-    return demo_onnx if fresh and settings.backend in ("auto", "onnxruntime") else DEMO_CHECKPOINT
+    return settings.model if settings.model is not None else demo_model(settings.backend)
 
 
 def main(argv: list[str] | None = None) -> int:

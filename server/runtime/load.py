@@ -9,8 +9,15 @@ from .detector import Detector
 from .images import DEFAULT_MAX_PIXELS
 from .model_info import ModelLoadError
 
-# The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md).
+# The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md):
+# the checkpoint (torch backend, training) and its ONNX export (served without torch).
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "vfnet_r18_demo.safetensors"
+DEMO_ONNX = DEMO_CHECKPOINT.with_suffix(".onnx")
+
+
+def demo_model(backend: str = "auto") -> Path:
+    """The bundled demo model for `backend`: its ONNX export, except for the torch backend."""
+    return DEMO_CHECKPOINT if backend == "torch" else DEMO_ONNX
 
 
 def _looks_like_safetensors(path: Path) -> bool:

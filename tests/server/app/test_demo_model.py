@@ -62,3 +62,41 @@ def test_exif_rotated_photo_comes_back_in_the_displayed_frame(demo_server):
     result = httpx.post(f"{demo_server.url}/detect", files={"image": ("r.jpg", stored, "image/jpeg")}, timeout=60).json()["results"][0]
     assert (result["width"], result["height"]) == (512, 384)  # the displayed frame
     assert not missed(result["detections"], objects)
+
+
+def test_the_demo_is_served_without_torch(jpeg):
+    """A plain `vfnet serve` in a process where torch cannot be imported serves the bundled demo
+    model with ONNX Runtime (what a `pip install '.[cpu]'` user gets)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from .conftest import free_port
+
+    port = free_port()
+    script = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+        f"from vfnet.server.cli import main; sys.exit(main(['serve', '--port', '{port}']))"
+    )
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VFNET_INTRA_OP_THREADS": "2"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            assert process.poll() is None, log.seek(0) or log.read().decode(errors="replace")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        model = httpx.get(f"{url}/v1/model").json()
+        assert (model["preset"], model["backend"]) == ("vfnet_r18_demo", "onnxruntime")
+        reply = httpx.post(f"{url}/detect", files={"image": ("a.jpg", jpeg, "image/jpeg")}, timeout=60)
+        assert reply.status_code == 200 and reply.json()["results"][0]["width"] == 320
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0

@@ -29,7 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
 

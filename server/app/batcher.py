@@ -193,8 +193,8 @@ class Batcher:
     def _take_batch(self) -> list[Item]:
         key = self.pending[0].key
         batch = [item for item in self.pending if item.key == key][: self.max_batch_size]
-        taken = set(map(id, batch))
-        self.pending = [item for item in self.pending if id(item) not in taken]
+        taken = set(batch)  # items hash and compare by identity
+        self.pending = [item for item in self.pending if item not in taken]
         return batch
 
     def _batch_ready(self) -> bool:
@@ -250,7 +250,7 @@ class Batcher:
                 raise RuntimeError(f"inference returned {len(results)} results for {len(batch)} images")
             self._deliver(batch, results, finished)
             self.estimate.observe(len(images), finished - started)
-            self.on_batch(BatchStats(images=len(images), jobs=len({id(item.job) for item in batch}), seconds=finished - started))
+            self.on_batch(BatchStats(images=len(images), jobs=len({item.job for item in batch}), seconds=finished - started))
         except Exception as exc:
             self._fail(batch, exc, "a batch failed; the worker goes on")
 
@@ -264,7 +264,7 @@ class Batcher:
 
     def _fail(self, items: list[Item], exc: Exception, message: str) -> None:
         """Fail the jobs of `items` with `exc`, logged once with their request ids."""
-        jobs = list({id(item.job): item.job for item in items}.values())
+        jobs = list(dict.fromkeys(item.job for item in items))  # each job once, in order
         log.error("%s (requests %s)", message, ", ".join(job.request_id for job in jobs) or "none", exc_info=exc)
         for job in jobs:
             if not job.future.done():

@@ -130,10 +130,10 @@ def in_process_throughput(detector, images: list[bytes], sizes=(1, 2, 4, 8)) -> 
 def padding_cost(detector, images: list[bytes], rounds: int = 6) -> tuple[float, float]:
     """images/s of (one padded backend call for all images, `Detector.infer` by canvas), alternated."""
     prepared = [detector.prepare(data) for data in images]
-    iou = detector.metadata.iou_threshold
+    iou = detector.card.iou_threshold
 
     def padded_together() -> None:
-        batch = make_batch(prepared, detector.metadata.size_divisor)
+        batch = make_batch(prepared, detector.card.size_divisor)
         detector.backend.run(batch.images, batch.image_sizes, iou)
 
     def by_canvas() -> None:

@@ -2,7 +2,7 @@
 
     images        uint8   [B, 3, H, W]  (H, W multiples of 32; B, H, W dynamic)
     image_sizes   int64   [B, 2]        content (h, w) of each image
-    iou_threshold float32 [1]           class-aware NMS IoU threshold (metadata gives the default)
+    iou_threshold float32 [1]           class-aware NMS IoU threshold (the model card gives the default)
  -> boxes [B, K, 4] float32 xyxy, scores [B, K] float32 (IACS), labels [B, K] int64 (-1 pads),
     num_detections [B] int64
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from torch.export import Dim
 
 from vfnet.model import VFNet
 from vfnet.model.checkpoint import project_version
+from vfnet.server.runtime.model_card import ModelCard
 
 from .fp16_storage import store_weights_as_float16
 from .onnx_nms import multiclass_nms_onnx
@@ -56,24 +56,9 @@ def raw_output_names(num_levels: int = 5) -> list[str]:
     return [f"{kind}_{LEVEL_NAMES[i]}" for i in range(num_levels) for kind in ("cls_logits", "bbox_init", "bbox_refine")]
 
 
-def onnx_metadata(model: VFNet, graph: str, precision: str) -> dict[str, str]:
-    """What the runtime needs to serve the file without our checkpoint (all values are strings)."""
-    c = model.config
-    return {
-        "format": "vfnet-serve",
-        "graph": graph,  # "detections" or "raw"
-        "precision": precision,  # "fp32" or "fp16"
-        "preset": model.preset,
-        "class_names": json.dumps(list(model.class_names)),
-        "max_detections": str(c.max_detections),
-        "score_threshold": str(c.score_threshold),
-        "iou_threshold": str(c.iou_threshold),
-        "input_size": json.dumps(list(c.input_size)),
-        "size_divisor": str(c.size_divisor),
-        "pixel_mean": json.dumps(list(c.pixel_mean)),
-        "pixel_std": json.dumps(list(c.pixel_std)),
-        "version": project_version(),
-    }
+def model_card(model: VFNet, graph: str, precision: str) -> ModelCard:
+    """What the runtime needs to serve the file without our checkpoint (written as metadata_props)."""
+    return ModelCard.from_config(model.config, model.preset, model.class_names, precision, project_version(), graph=graph)
 
 
 @dataclass(frozen=True)
@@ -152,9 +137,8 @@ def export_onnx(
             verbose=False,
         )
     progress(f"  done in {time.perf_counter() - start:.1f} s; writing and checking the file ...")
-    program.model.metadata_props.update(
-        onnx_metadata(model, graph="raw" if raw else "detections", precision="fp16" if fp16 else "fp32")
-    )
+    card = model_card(model, graph="raw" if raw else "detections", precision="fp16" if fp16 else "fp32")
+    program.model.metadata_props.update(card.to_metadata())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out))

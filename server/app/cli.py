@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = detector.metadata
     logging.getLogger("vfnet.server").info(
-        "serving %s (%s) with %s on %s at http://%s:%d", model, info.preset, info.backend, info.device, settings.host, settings.port
+        "serving %s (%s) with %s on %s at http://%s:%d", model, detector.card.preset, detector.loaded.backend, detector.loaded.device, settings.host, settings.port
     )
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal under the handler that was there
     # before it started. An inert handler makes that re-raise a no-op, so a drained server exits 0.

@@ -24,11 +24,12 @@ from starlette.responses import JSONResponse, Response
 from vfnet.server.runtime import Detector
 
 from .connections import OVER_CAPACITY
+from .errors import RETRY_AFTER_S, ClientGone, RequestFailed
 from .metrics import Metrics
-from .routes import RETRY_AFTER_S, router
+from .routes import router
+from .schemas import ModelSummary
 from .service import Service
 from .settings import ServeSettings
-from .uploads import ClientGone
 
 log = logging.getLogger("vfnet.server")
 access_log = logging.getLogger("vfnet.access")
@@ -92,7 +93,7 @@ class RequestContext:
 
 def create_app(settings: ServeSettings, detector: Detector) -> FastAPI:
     metrics = Metrics()
-    metrics.set_model(detector.metadata)
+    metrics.set_model(ModelSummary.of(detector))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -107,7 +108,7 @@ def create_app(settings: ServeSettings, detector: Detector) -> FastAPI:
 
     app = FastAPI(
         title="vfnet-serve",
-        version=detector.metadata.version,
+        version=detector.card.version,
         summary="VarifocalNet object detection: boxes ranked by IoU-aware classification score (IACS)",
         lifespan=lifespan,
     )
@@ -119,6 +120,10 @@ def create_app(settings: ServeSettings, detector: Detector) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestFailed)
+    async def request_failed(request: Request, exc: RequestFailed) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

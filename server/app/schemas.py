@@ -1,8 +1,15 @@
-"""Response bodies of the HTTP API (they also document the OpenAPI schema at /docs)."""
+"""Response bodies of the HTTP API (they also document the OpenAPI schema at /docs).
+
+The model's parts are built from the detector's card and load facts here, and only here.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
+from vfnet.server.runtime import Detector
+
+from .settings import ServeSettings
 
 
 class Detection(BaseModel):
@@ -27,6 +34,11 @@ class ModelSummary(BaseModel):
     precision: str = Field(..., examples=["fp32"])
     version: str = Field(..., examples=["0.1.0"])
 
+    @classmethod
+    def of(cls, detector: Detector) -> ModelSummary:
+        card, loaded = detector.card, detector.loaded
+        return cls(preset=card.preset, backend=loaded.backend, device=loaded.device, precision=card.precision, version=card.version)
+
 
 class Timing(BaseModel):
     decode: float = Field(..., description="reading and decoding the images, ms")
@@ -41,12 +53,7 @@ class DetectResponse(BaseModel):
     timing_ms: Timing
 
 
-class ModelMetadata(BaseModel):
-    preset: str
-    backend: str
-    device: str
-    precision: str
-    version: str
+class ModelMetadata(ModelSummary):
     class_names: list[str]
     input_size: list[int] = Field(..., description="keep-ratio fit: long side <= [0], short side <= [1]")
     size_divisor: int
@@ -55,6 +62,21 @@ class ModelMetadata(BaseModel):
     default_score_threshold: float = Field(..., description="used when a request gives no score_threshold")
     default_iou_threshold: float
     max_batch_size: int
+
+    @classmethod
+    def of(cls, detector: Detector, settings: ServeSettings) -> ModelMetadata:
+        card = detector.card
+        return cls(
+            **ModelSummary.of(detector).model_dump(),
+            class_names=list(card.class_names),
+            input_size=list(card.input_size),
+            size_divisor=card.size_divisor,
+            max_detections=card.max_detections,
+            score_floor=card.score_threshold,
+            default_score_threshold=settings.default_score_threshold,
+            default_iou_threshold=card.iou_threshold,
+            max_batch_size=settings.max_batch_size,
+        )
 
 
 class ErrorBody(BaseModel):

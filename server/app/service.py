@@ -1,9 +1,11 @@
-"""What the routes share: the detector, the pixel budget and decode threads, the batcher, the
-metrics, and readiness.
+"""What every protocol's routes share: the detector, the pixel budget and decode threads, the
+batcher, the metrics, readiness, and the detection flow of one request (`run_detection`).
 
-Decoding happens under the pixel budget (see budget.py), in the decode threads, and each image is
-resized to the model's input as it is decoded, so a request holds only model-sized arrays while it
-waits for its batch.
+A request's encoded images flow: admission (refused at once when the estimated wait is too long)
+-> decoding under the pixel budget (see budget.py), in the decode threads, each image resized to the
+model's input as it is decoded, so a request holds only model-sized arrays while it waits -> the
+batcher -> per-request filters. Nothing here knows HTTP bodies: a protocol reads the images, calls
+`run_detection`, and turns the results or a `RequestFailed` into its own answer.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from vfnet.server.runtime import Detector, PreparedImage
+from vfnet.server.runtime import DetectionResult, Detector, ImageError, PreparedImage
 
-from .batcher import Batcher, BatchStats
-from .budget import PixelBudget
+from .batcher import Batcher, BatchStats, Job, Overloaded, ShuttingDown
+from .budget import BudgetTimeout, PixelBudget
+from .errors import ClientGone, RequestFailed, busy
 from .metrics import Metrics
 from .settings import ServeSettings
 
@@ -32,6 +38,28 @@ STUCK_AFTER_AT_LEAST_S = 5.0  # a backend call running longer than this and the 
 # ~400 MB above idle after large images. Blocks above glibc's 32 MiB threshold limit are always
 # mmap-ed, so their memory returns to the system the moment an image is freed.
 PILLOW_BLOCK_BYTES = 64 * 1024 * 1024
+
+IMAGE_STATUS = {"undecodable": 400, "too_large": 413, "unsupported": 415}  # ImageError.kind -> status
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """One request's filters; None takes the default (the server's score threshold, the model's
+    NMS IoU threshold and detection limit, every class)."""
+
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    classes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Detections:
+    """A request's answer: one result per image in request order (boxes xyxy in original pixels),
+    and the time each step took, in ms (decode, queue, inference, total)."""
+
+    results: list[DetectionResult]
+    timing_ms: dict[str, float]
 
 
 class Service:
@@ -66,6 +94,95 @@ class Service:
         """Readiness: None when requests can be served now; else why not."""
         return "the model is warming up" if not self.ready else self.health()
 
+    def check_options(self, options: DetectOptions) -> None:
+        """422 naming the first bad option; call it before reading the images."""
+        try:
+            self.detector.check_options(options.score_threshold, options.iou_threshold, options.max_detections, options.classes)
+        except ValueError as exc:
+            raise RequestFailed(422, f"bad parameters: {exc}") from None
+
+    async def run_detection(
+        self,
+        encoded: list[bytes],
+        options: DetectOptions,
+        request_id: str,
+        started: float,
+        disconnected: Callable[[], Awaitable[None]],
+    ) -> Detections:
+        """Detect objects in one request's encoded images (options already checked). `started`
+        (time.perf_counter) is when the request arrived: the request timeout counts from there.
+        `disconnected()` returns when the client has gone; the request is then dropped (ClientGone).
+        Raises RequestFailed with the status every protocol answers."""
+        with self._admission():
+            self.batcher.admit(len(encoded))  # refuse before spending any decoding on the request
+        images = await self._prepare_all(encoded)
+        decoded = time.perf_counter()
+        iou = self.detector.card.iou_threshold if options.iou_threshold is None else options.iou_threshold
+        with self._admission():
+            job = self.batcher.submit(images, iou, request_id)
+        results = await self._wait_for(job, self.settings.request_timeout_s - (decoded - started), disconnected)
+        score = self.settings.default_score_threshold if options.score_threshold is None else options.score_threshold
+        results = [self.detector.select(r, score, options.max_detections, options.classes) for r in results]
+        finished = time.perf_counter()
+        self.metrics.queue_seconds.observe(job.started - job.enqueued)
+        timing = {
+            "decode": (decoded - started) * 1000,
+            "queue": (job.started - job.enqueued) * 1000,
+            "inference": (job.finished - job.started) * 1000,
+            "total": (finished - started) * 1000,
+        }
+        return Detections(results, {k: round(v, 2) for k, v in timing.items()})
+
+    @contextmanager
+    def _admission(self):
+        """The batcher's refusals as 503 with Retry-After."""
+        try:
+            yield
+        except Overloaded as exc:
+            raise busy(str(exc), exc.retry_after_s) from None
+        except ShuttingDown:
+            raise busy("server shutting down") from None
+
+    async def _prepare_all(self, encoded: list[bytes]) -> list[PreparedImage]:
+        """Decode and resize every image (concurrently, under the pixel budget). The first failure
+        fails the request and stops the other images' work."""
+
+        async def prepare(index: int, data: bytes) -> PreparedImage:
+            try:
+                return await self.prepare(data)
+            except ImageError as exc:
+                where = f"image {index + 1} of {len(encoded)}: " if len(encoded) > 1 else ""
+                raise RequestFailed(IMAGE_STATUS[exc.kind], where + str(exc)) from None
+            except BudgetTimeout:
+                raise busy(f"server busy: no room to decode within {self.settings.max_queue_wait_ms:g} ms (pixel budget {self.pixel_budget.budget:,})") from None
+
+        tasks = [asyncio.ensure_future(prepare(i, data)) for i, data in enumerate(encoded)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their reservations are released
+            raise
+
+    async def _wait_for(self, job: Job, timeout_s: float, disconnected: Callable[[], Awaitable[None]]) -> list[DetectionResult]:
+        """The job's results; 504 after `timeout_s`, ClientGone if the client disconnects first.
+        Either way the job is cancelled, so its images leave the queue and are never computed."""
+        watcher = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait({job.future, watcher}, timeout=max(timeout_s, 0.001), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if job.future.done():
+            try:
+                return job.future.result()
+            except Exception:  # the batcher has logged it once, with the request ids
+                raise RequestFailed(500, f"inference failed (request id {job.request_id}); the server log has the details") from None
+        job.future.cancel()
+        if watcher.done() and not watcher.cancelled():
+            raise ClientGone("while waiting for the model")
+        raise RequestFailed(504, f"timed out after {self.settings.request_timeout_s:g} s waiting for the model")
+
     async def prepare(self, data: bytes) -> PreparedImage:
         """One image decoded and resized for the model (raises ImageError, or BudgetTimeout)."""
         return await self._decode_in_budget(self.detector.prepare, data)
@@ -89,7 +206,7 @@ class Service:
     def warm_up(self) -> None:
         """One backend call per batch size the batcher can form, at the model's full input size;
         the timings seed the batcher's wait estimate."""
-        long_side, short_side = self.detector.metadata.input_size
+        long_side, short_side = self.detector.card.input_size
         blank = self.detector.prepare(np.zeros((short_side, long_side, 3), dtype=np.uint8))
         for size in range(1, self.settings.max_batch_size + 1):
             started = time.perf_counter()

@@ -16,15 +16,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from .errors import ClientGone
+
 CLOSE = {"Connection": "close"}  # the rest of an unread body must not be parsed as a next request
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer; `when` says at which step. Answered as 499."""
-
-    def __init__(self, when: str):
-        super().__init__(f"client disconnected {when}")
-        self.when = when
 
 
 async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:

@@ -9,13 +9,14 @@
 from .detector import DetectionResult, Detector
 from .images import ImageError, PreparedImage, decode_image, make_batch, prepare_image
 from .load import load_detector
-from .model_info import ModelInfo, ModelLoadError
+from .model_card import Loaded, ModelCard, ModelLoadError
 
 __all__ = [
     "DetectionResult",
     "Detector",
     "ImageError",
-    "ModelInfo",
+    "Loaded",
+    "ModelCard",
     "ModelLoadError",
     "PreparedImage",
     "decode_image",

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .backends import Backend
 from .images import DEFAULT_MAX_PIXELS, PreparedImage, decode_image, image_pixels, make_batch, prepare_image
-from .model_info import ModelInfo
+from .model_card import Loaded, ModelCard
 
 ImageInput = bytes | Image.Image | np.ndarray
 
@@ -49,13 +49,20 @@ class DetectionResult:
 class Detector:
     """A loaded model plus the shared pre- and post-processing. Use `load_detector` to make one.
 
-    `metadata` (a ModelInfo) gives class names, preset, backend, device, input policy and NMS defaults.
+    `card` (a ModelCard) is what the model is: class names, preset, precision, input policy, NMS
+    defaults. `loaded` is how it was loaded: backend, device and source file.
     """
 
-    def __init__(self, backend: Backend, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, backend: Backend, source: str = "memory", max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.backend = backend
-        self.metadata: ModelInfo = backend.info
+        self.card: ModelCard = backend.card
+        self.loaded = Loaded(backend=backend.name, device=backend.device, source=source)
         self.max_pixels = max_pixels
+
+    @property
+    def metadata(self) -> ModelCard:
+        """The card, under the name of the Python contract in design.md."""
+        return self.card
 
     def decode(self, image: ImageInput) -> np.ndarray:
         """bytes / PIL image / HxWx3 uint8 array -> HxWx3 uint8 RGB at full resolution (raises ImageError)."""
@@ -68,13 +75,13 @@ class Detector:
 
     def prepare(self, image: ImageInput) -> PreparedImage:
         """Decode and resize to the model's input at once (raises ImageError)."""
-        info = self.metadata
-        return prepare_image(image, info.input_size, info.size_divisor, self.max_pixels)
+        card = self.card
+        return prepare_image(image, card.input_size, card.size_divisor, self.max_pixels)
 
     def infer(self, images: Sequence[PreparedImage], iou_threshold: float | None = None) -> list[DetectionResult]:
         """All of the model's detections for each image, in original pixels, in input order. One
         backend call per padded canvas among the images (one call when they share it)."""
-        iou = self.metadata.iou_threshold if iou_threshold is None else check_iou_threshold(iou_threshold)
+        iou = self.card.iou_threshold if iou_threshold is None else check_iou_threshold(iou_threshold)
         results: list[DetectionResult | None] = [None] * len(images)
         for canvas in dict.fromkeys(image.canvas for image in images):  # canvases in order of appearance
             positions = [i for i, image in enumerate(images) if image.canvas == canvas]
@@ -84,8 +91,8 @@ class Detector:
 
     def _run(self, images: list[PreparedImage], iou_threshold: float) -> list[DetectionResult]:
         """One backend call for images of one canvas."""
-        info = self.metadata
-        batch = make_batch(images, info.size_divisor)
+        card = self.card
+        batch = make_batch(images, card.size_divisor)
         boxes, scores, labels, num = self.backend.run(batch.images, batch.image_sizes, iou_threshold)
         if len(num) != len(images):
             raise RuntimeError(f"the backend returned {len(num)} results for {len(images)} images")
@@ -100,7 +107,7 @@ class Detector:
                     boxes=(boxes[b, :n] / scale).astype(np.float32),
                     scores=scores[b, :n].astype(np.float32),
                     labels=picked,
-                    class_names=[info.class_names[i] for i in picked],
+                    class_names=[card.class_names[i] for i in picked],
                     width=int(orig_w),
                     height=int(orig_h),
                     frames=image.frames,
@@ -121,7 +128,7 @@ class Detector:
         if iou_threshold is not None:
             check_iou_threshold(iou_threshold)
         if max_detections is not None:
-            check_max_detections(max_detections, self.metadata.max_detections)
+            check_max_detections(max_detections, self.card.max_detections)
         if classes is not None:
             self.class_indices(classes)
 
@@ -142,7 +149,7 @@ class Detector:
             keep &= np.isin(result.labels, self.class_indices(classes))
         index = np.flatnonzero(keep)
         if max_detections is not None:
-            index = index[: check_max_detections(max_detections, self.metadata.max_detections)]
+            index = index[: check_max_detections(max_detections, self.card.max_detections)]
         return replace(
             result,
             boxes=result.boxes[index],
@@ -153,7 +160,7 @@ class Detector:
 
     def class_indices(self, classes: Sequence[str | int]) -> list[int]:
         """Class names or indices -> indices; unknown ones raise ValueError naming the valid names."""
-        names = self.metadata.class_names
+        names = self.card.class_names
         indices = []
         for c in classes:
             if isinstance(c, (int, np.integer)) and 0 <= c < len(names):

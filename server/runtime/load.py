@@ -7,7 +7,7 @@ from pathlib import Path
 from .backends import BACKEND_CHOICES, DEVICES
 from .detector import Detector
 from .images import DEFAULT_MAX_PIXELS
-from .model_info import ModelLoadError
+from .model_card import ModelLoadError
 
 # The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md):
 # the checkpoint (torch backend, training) and its ONNX export (served without torch).
@@ -55,4 +55,5 @@ def load_detector(
         from .backends.torch_backend import TorchBackend as chosen
     else:
         from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
-    return Detector(chosen(path, device=device, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads), max_pixels)
+    backend_object = chosen(path, device=device, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    return Detector(backend_object, source=str(path), max_pixels=max_pixels)

@@ -46,11 +46,11 @@ def test_inputs_outputs_and_dynamic_axes(tiny_onnx):
 def test_metadata_round_trip(tiny_onnx, tiny_model):
     meta = {p.key: p.value for p in onnx.load(str(tiny_onnx)).metadata_props}
     assert meta["format"] == "vfnet-serve" and meta["graph"] == "detections" and meta["precision"] == "fp32"
-    info = load_detector(tiny_onnx).metadata
-    c = tiny_model.config
-    assert info.class_names == tiny_model.class_names and info.preset == "vfnet_r18_demo"
-    assert (info.max_detections, info.score_threshold, info.iou_threshold) == (c.max_detections, c.score_threshold, c.iou_threshold)
-    assert info.input_size == c.input_size and info.size_divisor == 32 and info.backend == "onnxruntime"
+    detector = load_detector(tiny_onnx)
+    card, c = detector.card, tiny_model.config
+    assert card.class_names == tiny_model.class_names and card.preset == "vfnet_r18_demo"
+    assert (card.max_detections, card.score_threshold, card.iou_threshold) == (c.max_detections, c.score_threshold, c.iou_threshold)
+    assert card.input_size == c.input_size and card.size_divisor == 32 and detector.loaded.backend == "onnxruntime"
     assert meta["pixel_mean"] == "[123.675, 116.28, 103.53]" and meta["pixel_std"] == "[58.395, 57.12, 57.375]"
 
 
@@ -98,7 +98,7 @@ def assert_same_detections(a, b):
 def test_detections_match_pytorch(tiny_onnx, tiny_checkpoint, photo_like_images, count):
     onnx_detector = load_detector(tiny_onnx)
     torch_detector = load_detector(tiny_checkpoint)
-    assert torch_detector.metadata.backend == "torch"
+    assert torch_detector.loaded.backend == "torch"
     images = photo_like_images[:count]
     for got, want in zip(onnx_detector.detect(images), torch_detector.detect(images)):
         assert_same_detections(got, want)
@@ -155,7 +155,7 @@ def test_cli_export_with_max_detections(tiny_checkpoint, tmp_path):
     assert "tracing vfnet_r18_demo" in result.stderr  # progress for the slow step
     summary = result.stdout.strip().splitlines()
     assert len(summary) == 1 and "opset 19" in summary[0] and "boxes[batch,20,4] float32" in summary[0]
-    assert load_detector(out).metadata.max_detections == 20
+    assert load_detector(out).card.max_detections == 20
 
 
 def test_cli_export_bad_weights_is_a_clear_error(tmp_path):

@@ -3,10 +3,9 @@
 from fastapi import APIRouter
 
 from . import detection, operations
-from .dependencies import RETRY_AFTER_S
 
 router = APIRouter()
 router.include_router(detection.router)
 router.include_router(operations.router)
 
-__all__ = ["RETRY_AFTER_S", "router"]
+__all__ = ["router"]

@@ -1,18 +1,15 @@
-"""What every route shares: API-key check, the ready service, 503 answers, documented errors."""
+"""What every route shares: API-key check, the ready service, documented errors."""
 
 from __future__ import annotations
 
 import hmac
-from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from ..batcher import Overloaded, ShuttingDown
+from ..errors import busy
 from ..schemas import ErrorBody
 from ..service import Service
-
-RETRY_AFTER_S = 1
 
 ERRORS = {
     status: {"model": ErrorBody, "description": text}
@@ -43,23 +40,8 @@ def ready_service(request: Request) -> Service:
     service = request.app.state.service
     problem = "the model is still loading" if service is None else service.unready_reason()
     if problem is not None:
-        raise HTTPException(503, f"not ready: {problem}", headers={"Retry-After": str(RETRY_AFTER_S)})
+        raise busy(f"not ready: {problem}")
     return service
 
 
 ReadyService = Annotated[Service, Depends(ready_service)]
-
-
-def busy(detail: str, retry_after_s: int = RETRY_AFTER_S) -> HTTPException:
-    return HTTPException(503, detail, headers={"Retry-After": str(retry_after_s)})
-
-
-@contextmanager
-def admission():
-    """The batcher's refusals as 503 with Retry-After."""
-    try:
-        yield
-    except Overloaded as exc:
-        raise busy(str(exc), exc.retry_after_s) from None
-    except ShuttingDown:
-        raise busy("server shutting down") from None

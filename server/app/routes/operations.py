@@ -37,21 +37,5 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/model", response_model=ModelMetadata, dependencies=[Depends(require_api_key)], responses={401: ERRORS[401], 503: ERRORS[503]}, summary="The served model")
-async def model_metadata(request: Request, service: ReadyService) -> dict:
-    info = service.detector.metadata
-    settings = request.app.state.settings
-    return {
-        "preset": info.preset,
-        "backend": info.backend,
-        "device": info.device,
-        "precision": info.precision,
-        "version": info.version,
-        "class_names": list(info.class_names),
-        "input_size": list(info.input_size),
-        "size_divisor": info.size_divisor,
-        "max_detections": info.max_detections,
-        "score_floor": info.score_threshold,
-        "default_score_threshold": settings.default_score_threshold,
-        "default_iou_threshold": info.iou_threshold,
-        "max_batch_size": settings.max_batch_size,
-    }
+async def model_metadata(request: Request, service: ReadyService) -> ModelMetadata:
+    return ModelMetadata.of(service.detector, request.app.state.settings)

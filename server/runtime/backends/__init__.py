@@ -6,6 +6,7 @@
 
 A backend is constructed as `Backend(path, device="auto", intra_op_threads=None,
 inter_op_threads=None)` and raises ModelLoadError with the reason when it cannot serve the file.
+It reads the artifact's facts into a `ModelCard` (model_card.py), the one reader of our metadata.
 Each module imports its library lazily, inside the constructor, and is named after the library
 with a `_backend` suffix so that it never shadows it.
 """
@@ -16,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..model_info import ModelInfo
+from ..model_card import ModelCard
 
 BACKEND_NAMES = ("onnxruntime", "torch")  # every backend of this runtime
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)  # what a user may ask for: "auto" picks from the file
@@ -27,7 +28,8 @@ class Backend(Protocol):
     """What `Detector` needs of a backend."""
 
     name: str  # one of BACKEND_NAMES
-    info: ModelInfo  # the model's facts, and the backend and device it runs on
+    device: str  # where it runs: "cpu" or "cuda" (what "auto" turned into)
+    card: ModelCard  # the facts of the artifact it serves
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One backend call on a padded batch (shapes in the module docstring)."""

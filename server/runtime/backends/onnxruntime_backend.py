@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_info import ModelInfo, ModelLoadError
+from ..model_card import ModelCard, ModelLoadError
 
 INPUTS = {"images", "image_sizes", "iou_threshold"}
 
@@ -40,16 +40,13 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != "vfnet-serve":
-            raise ModelLoadError(f"{path}: an ONNX model, but not one exported by vfnet-serve (no format=vfnet-serve metadata)")
-        if meta.get("graph") != "detections":
+        self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=f"{path} (an ONNX model)")
+        if self.card.graph != "detections":
             raise ModelLoadError(f"{path}: exported with --raw (head outputs only); export without --raw to serve it")
         names = {i.name for i in self.session.get_inputs()}
         if names != INPUTS:
             raise ModelLoadError(f"{path}: inputs {sorted(names)}, expected {sorted(INPUTS)}")
-        device_used = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self.info = ModelInfo.from_metadata(meta, backend=self.name, device=device_used, source=str(path))
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
         feeds = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_info import ModelInfo, ModelLoadError
+from ..model_card import ModelCard, ModelLoadError
 
 
 class TorchBackend:
@@ -25,7 +25,8 @@ class TorchBackend:
             raise ModelLoadError("the torch backend needs torch: pip install 'vfnet-serve[torch]'") from None
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError("device cuda requested, but torch sees no CUDA GPU")
-        self.device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        self.torch_device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        self.device = self.torch_device.type
         if intra_op_threads is not None:
             torch.set_num_threads(intra_op_threads)
         if inter_op_threads is not None:
@@ -35,32 +36,19 @@ class TorchBackend:
                 raise ModelLoadError(f"inter_op_threads: {exc}") from None
         try:
             version = read_checkpoint_metadata(path).get("version", "unknown")
-            self.model = load_checkpoint(path, map_location=self.device)
+            self.model = load_checkpoint(path, map_location=self.torch_device)
         except CheckpointError as exc:
             raise ModelLoadError(str(exc)) from None
         self._torch = torch
-        c = self.model.config
-        self.info = ModelInfo(
-            class_names=self.model.class_names,
-            preset=self.model.preset,
-            backend=self.name,
-            device=self.device.type,
-            precision="fp32",
-            input_size=tuple(c.input_size),
-            size_divisor=c.size_divisor,
-            max_detections=c.max_detections,
-            score_threshold=c.score_threshold,
-            iou_threshold=c.iou_threshold,
-            version=version,
-            source=str(path),
-        )
+        precision = "fp16" if next(self.model.parameters()).dtype == torch.float16 else "fp32"
+        self.card = ModelCard.from_config(self.model.config, self.model.preset, self.model.class_names, precision, version)
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
         torch = self._torch
         with torch.inference_mode():
             detections = self.model(
-                torch.from_numpy(images).to(self.device),
-                torch.from_numpy(image_sizes.astype(np.int64, copy=False)).to(self.device),
+                torch.from_numpy(images).to(self.torch_device),
+                torch.from_numpy(image_sizes.astype(np.int64, copy=False)).to(self.torch_device),
                 torch.tensor([iou_threshold], dtype=torch.float32),
             )
         return tuple(t.cpu().numpy() for t in detections)

@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from vfnet.server.runtime import ModelCard
 
 
 def free_port() -> int:
@@ -24,16 +27,18 @@ def free_port() -> int:
 
 
 class Server:
-    """A `vfnet serve` subprocess. `url` is its base URL; `stop()` sends SIGTERM and returns the exit code."""
+    """A `vfnet serve` subprocess (of `command`: another install's `vfnet`, or this Python's; model
+    None: the default, the bundled demo). `url` is its base URL; `stop()` sends SIGTERM and returns
+    the exit code."""
 
-    def __init__(self, model, **settings):
+    def __init__(self, model, command: tuple[str, ...] = (sys.executable, "-m", "vfnet.server.cli"), **settings):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, **{f"VFNET_{k.upper()}": str(v) for k, v in settings.items()}}
         env.setdefault("VFNET_INTRA_OP_THREADS", "2")
         self.output = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block the server
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vfnet.server.cli", "serve", "--model", str(model), "--port", str(self.port)],
+            [*command, "serve", *(["--model", str(model)] if model is not None else []), "--port", str(self.port)],
             env=env,
             stdout=self.output,
             stderr=subprocess.STDOUT,
@@ -87,3 +92,48 @@ def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options) -> byt
 @pytest.fixture(scope="module")
 def jpeg(photo_like_images) -> bytes:
     return encode(photo_like_images[0])
+
+
+class Fatal(BaseException):
+    """Escapes `except Exception`: what kills a worker task."""
+
+
+class ControlledBackend:
+    """A fake model for in-process tests of the app and the service: for every image a cat (0.9) at
+    [1, 1, 20, 20] and a dog (0.6) at [2, 2, 10, 10], in resized pixels. After warm-up, `mode`
+    decides a call: "ok", "hang" (until `release` is set) or "die" (raises Fatal)."""
+
+    name, device = "fake", "cpu"
+
+    def __init__(self):
+        self.card = ModelCard(
+            preset="test", class_names=("cat", "dog"), precision="fp32", input_size=(64, 64), size_divisor=32,
+            max_detections=5, score_threshold=0.05, iou_threshold=0.6, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1),
+            version="0",
+        )  # fmt: skip
+        self.mode = "ok"
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+        self.images_seen = 0
+
+    def run(self, images, image_sizes, iou_threshold):
+        if self.mode == "hang":
+            self.hanging.set()
+            assert self.release.wait(30)
+        if self.mode == "die":
+            raise Fatal("segfault-like")
+        batch = len(images)
+        self.images_seen += batch
+        boxes = np.zeros((batch, 5, 4), np.float32)
+        boxes[:, :2] = [[1, 1, 20, 20], [2, 2, 10, 10]]
+        scores = np.zeros((batch, 5), np.float32)
+        scores[:, :2] = [0.9, 0.6]
+        labels = np.full((batch, 5), -1, np.int64)
+        labels[:, :2] = [0, 1]
+        return boxes, scores, labels, np.full(batch, 2, np.int64)
+
+
+def png(size: tuple[int, int] = (40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -4,57 +4,20 @@ Detector over a fake backend that can hang or kill the worker on demand."""
 from __future__ import annotations
 
 import concurrent.futures
-import io
-import threading
 import time
 import warnings
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from vfnet.server.app.main import create_app
 from vfnet.server.app.settings import ServeSettings
-from vfnet.server.runtime import Detector, ModelInfo
+from vfnet.server.runtime import Detector
+
+from .conftest import ControlledBackend, png
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-
-
-class Fatal(BaseException):
-    """Escapes `except Exception`: what kills a worker task."""
-
-
-class ControlledBackend:
-    """One detection per image. After warm-up, `mode` decides a call: "ok", "hang" (until
-    `release` is set) or "die" (raises Fatal)."""
-
-    def __init__(self):
-        self.info = ModelInfo(
-            class_names=("cat", "dog"), preset="test", backend="fake", device="cpu", precision="fp32",
-            input_size=(64, 64), size_divisor=32, max_detections=5, score_threshold=0.05,
-            iou_threshold=0.6, version="0", source="memory",
-        )  # fmt: skip
-        self.mode = "ok"
-        self.release = threading.Event()
-        self.hanging = threading.Event()
-
-    def run(self, images, image_sizes, iou_threshold):
-        if self.mode == "hang":
-            self.hanging.set()
-            assert self.release.wait(30)
-        if self.mode == "die":
-            raise Fatal("segfault-like")
-        batch = len(images)
-        boxes = np.tile(np.array([[[1, 1, 20, 20]] * 5], np.float32), (batch, 1, 1))
-        return boxes, np.full((batch, 5), 0.9, np.float32), np.zeros((batch, 5), np.int64), np.ones(batch, np.int64)
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (10, 200, 30)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture

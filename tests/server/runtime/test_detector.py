@@ -12,23 +12,25 @@ import onnx
 import pytest
 from PIL import Image
 
-from vfnet.server.runtime import Detector, ModelInfo, ModelLoadError, load_detector
+from vfnet.server.runtime import Detector, ModelCard, ModelLoadError, load_detector
 
 
 class FixedBackend:
     """Stands in for a model in these unit tests: returns the same three detections (resized pixels)."""
 
+    name, device = "fixed", "cpu"
+
     def __init__(self, max_detections=5):
-        self.info = ModelInfo(
-            class_names=("cat", "dog", "fox"), preset="test", backend="fixed", device="cpu", precision="fp32",
-            input_size=(512, 512), size_divisor=32, max_detections=max_detections, score_threshold=0.05,
-            iou_threshold=0.6, version="0", source="memory",
+        self.card = ModelCard(
+            preset="test", class_names=("cat", "dog", "fox"), precision="fp32", input_size=(512, 512), size_divisor=32,
+            max_detections=max_detections, score_threshold=0.05, iou_threshold=0.6, pixel_mean=(0, 0, 0),
+            pixel_std=(1, 1, 1), version="0",
         )  # fmt: skip
         self.calls = []
 
     def run(self, images, image_sizes, iou_threshold):
         self.calls.append((images.shape, image_sizes.tolist(), iou_threshold))
-        batch, k = images.shape[0], self.info.max_detections
+        batch, k = images.shape[0], self.card.max_detections
         boxes = np.zeros((batch, k, 4), np.float32)
         boxes[:, :3] = [[0, 0, 256, 128], [10, 20, 30, 40], [100, 100, 512, 256]]
         scores = np.zeros((batch, k), np.float32)
@@ -111,7 +113,7 @@ def test_load_errors(tmp_path):
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)]), str(foreign))
-    with pytest.raises(ModelLoadError, match="not one exported by vfnet-serve"):
+    with pytest.raises(ModelLoadError, match="not exported by vfnet-serve"):
         load_detector(foreign)
     with pytest.raises(ModelLoadError, match="unknown backend 'tensorflow'"):
         load_detector(foreign, backend="tensorflow")
@@ -134,7 +136,7 @@ def test_runtime_works_without_torch(tiny_onnx, photo_like_images):
         detector = load_detector({str(tiny_onnx)!r})
         [result] = detector.detect([sys.stdin.buffer.read()])
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
-        print(len(result), result.width, result.height, detector.metadata.backend)
+        print(len(result), result.width, result.height, detector.loaded.backend)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], input=png, capture_output=True)

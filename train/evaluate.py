@@ -5,6 +5,8 @@ With `oracle=True` every detection's score is replaced by its IoU with the best-
 of its predicted class (0 when there is none) before ranking: how good AP would be if the score
 ranked boxes by localisation quality perfectly (the VFNet paper's motivating experiment; here applied
 to the detections the model kept after its own NMS).
+
+Needs no torch: `vfnet eval` runs in an ONNX Runtime install (`pip install 'vfnet-serve[cpu]'`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
+from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torchvision.ops import box_iou
 
 from vfnet.server.runtime import DetectionResult, Detector
 
@@ -31,16 +32,22 @@ def _oracle_scores(result: DetectionResult, gt_boxes: np.ndarray, gt_labels: np.
     """Each detection's IoU with the best ground truth of its predicted class (0 if none)."""
     if len(result) == 0 or len(gt_boxes) == 0:
         return np.zeros(len(result), dtype=np.float32)
-    ious = box_iou(torch.from_numpy(result.boxes), torch.from_numpy(gt_boxes)).numpy()  # [N, G]
+    ious = coco_mask.iou(_xywh(result.boxes), _xywh(gt_boxes), [0] * len(gt_boxes))  # [N, G], COCOeval's box IoU
     same_class = result.labels[:, None] == gt_labels[None, :]
     return np.where(same_class, ious, 0.0).max(axis=1).astype(np.float32)
 
 
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4] xyxy -> [N, 4] float64 xywh (COCO's box format)."""
+    boxes = boxes.astype(np.float64)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
 def run_detector(detector: Detector, dataset: CocoDetection, batch_size: int = 4, progress=None) -> list[tuple[int, DetectionResult]]:
     """(image id, all of the model's detections) for every image of the set, in batches."""
-    if len(detector.metadata.class_names) != len(dataset.category_ids):
+    if len(detector.card.class_names) != len(dataset.category_ids):
         raise ValueError(
-            f"the model has {len(detector.metadata.class_names)} classes, the data {len(dataset.category_ids)} categories"
+            f"the model has {len(detector.card.class_names)} classes, the data {len(dataset.category_ids)} categories"
         )
     results = []
     for start in range(0, len(dataset), batch_size):

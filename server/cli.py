@@ -9,19 +9,23 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> ("module:function" taking argv and returning an exit code, one-line summary)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("vfnet.server.app.cli:main", "run the HTTP detection service (default: the bundled demo model)"),
-    "loadtest": ("vfnet.server.loadtest:main", "load a running service (Locust) and check latency targets"),
-    "convert-mmdet": ("vfnet.export.convert_cli:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors"),
-    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)"),
-    "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format"),
-    "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data"),
-    "eval": ("vfnet.train.cli:eval_main", "COCO metrics of a model on COCO-format data, through the runtime"),
+# name -> ("module:function" taking argv and returning an exit code, one-line summary, group).
+# The first group needs no torch (`pip install 'vfnet-serve[cpu]'`). `eval` runs the runtime like
+# serve, but its code lives in vfnet.train beside the COCO-format reader it shares with training.
+SERVE, MAKE = "serve and measure (no torch needed)", "make models (torch)"
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("vfnet.server.app.cli:main", "run the HTTP detection service (default: the bundled demo model)", SERVE),
+    "loadtest": ("vfnet.server.loadtest:main", "load a running service (Locust) and check latency targets", SERVE),
+    "eval": ("vfnet.train.cli:eval_main", "COCO metrics of a model on COCO-format data, through the runtime", SERVE),
+    "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format", SERVE),
+    "convert-mmdet": ("vfnet.export.convert_cli:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors", MAKE),
+    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)", MAKE),
+    "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data", MAKE),
 }
 
-USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options)\n\ncommands:\n" + "\n".join(
-    f"  {name:<15} {summary}" for name, (_, summary) in COMMANDS.items()
+USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options and examples)\n" + "".join(
+    f"\n{group}:\n" + "".join(f"  {name:<15} {summary}\n" for name, (_, summary, in_group) in COMMANDS.items() if in_group == group)
+    for group in dict.fromkeys(group for _, _, group in COMMANDS.values())
 )
 
 
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vfnet: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module_name, function = COMMANDS[argv[0]][0].split(":")
+    module_name, function = COMMANDS[argv[0]][0].split(":")  # imported only now
     return getattr(importlib.import_module(module_name), function)(argv[1:])
 
 

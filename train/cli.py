@@ -1,4 +1,9 @@
-"""`vfnet data synth`, `vfnet train` and `vfnet eval`."""
+"""`vfnet data synth`, `vfnet train` and `vfnet eval`.
+
+`vfnet eval` is a runtime-facing command (it needs no torch: `pip install 'vfnet-serve[cpu]'` runs
+it), but it lives here, beside the COCO-format reader (dataset.py: category ids to labels, crowd
+rule) that training and the ablation share, so that every metric reads the data the same way.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,12 @@ Formatter = argparse.RawDescriptionHelpFormatter
 
 
 def data_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vfnet data", description="Make detection data sets.")
+    parser = argparse.ArgumentParser(
+        prog="vfnet data",
+        description="Make detection data sets.",
+        epilog="examples:\n  vfnet data synth --out data/val --images 500 --seed 2   (vfnet data synth --help for more)",
+        formatter_class=Formatter,
+    )
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="{synth}")
     synth = kinds.add_parser(
         "synth",

@@ -63,6 +63,9 @@ class Detections:
 
 
 class Service:
+    """One served model and everything its requests share. `start()` starts the batcher and warms
+    up; `ready` turns True when done; `stop()` finishes every accepted request."""
+
     def __init__(self, detector: Detector, settings: ServeSettings, metrics: Metrics):
         Image.core.set_block_size(PILLOW_BLOCK_BYTES)
         self.detector = detector

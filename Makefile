@@ -9,7 +9,14 @@ SERVE_STAMP := $(VENV)/.installed-cpu
 DEMO := server/demo/vfnet_r18_demo.safetensors
 DEMO_ONNX := server/demo/vfnet_r18_demo.onnx
 
-.PHONY: test serve venv demo-onnx clean
+# The C++/CUDA plugins (trt_plugins/, see its README): nvcc from PATH or /usr/local/cuda; the TensorRT
+# headers from TENSORRT_INCLUDE_DIR or the usual install locations.
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+TENSORRT_INCLUDE_DIR ?=
+THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/shared/third_party))
+PLUGIN_BUILD := build/plugins
+
+.PHONY: test serve venv demo-onnx clean plugins plugins-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +31,7 @@ $(SERVE_STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) plugins
 	$(BIN)/python -m pytest
 
 # The demo model's ONNX export is committed (weights stored as float16, 24.5 MB), so that `vfnet serve`
@@ -34,6 +41,31 @@ demo-onnx: $(STAMP)
 
 serve: $(SERVE_STAMP)
 	$(BIN)/vfnet serve
+
+# Builds what this machine can into build/plugins and says what it skipped and why; prints ptxas'
+# registers, shared memory and spills per kernel and GPU architecture (and fails on a spill).
+plugins:
+	@mkdir -p $(PLUGIN_BUILD)
+	@cmake -S trt_plugins -B $(PLUGIN_BUILD) $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) \
+		$(if $(TENSORRT_INCLUDE_DIR),-DTENSORRT_INCLUDE_DIR=$(abspath $(TENSORRT_INCLUDE_DIR))) > $(PLUGIN_BUILD)/configure.log \
+		|| { cat $(PLUGIN_BUILD)/configure.log; exit 1; }
+	@cmake --build $(PLUGIN_BUILD) -j 2 > $(PLUGIN_BUILD)/build.log 2>&1 || { cat $(PLUGIN_BUILD)/build.log; exit 1; }
+	@if grep -q "Compiling entry function" $(PLUGIN_BUILD)/build.log; then cp $(PLUGIN_BUILD)/build.log $(PLUGIN_BUILD)/ptxas.log; fi
+	@touch $(PLUGIN_BUILD)/ptxas.log
+	@python3 trt_plugins/build_report.py $(PLUGIN_BUILD)/configure.log $(PLUGIN_BUILD)/ptxas.log
+
+# CI: the TensorRT glue compiled against every header set in ../shared/third_party (10.x and 11.x).
+plugins-check:
+	@test -n "$(NVCC)" || { echo "plugins-check: no nvcc (install the CUDA toolkit or the nvidia-cuda-nvcc wheel and set NVCC=)"; exit 1; }
+	@test "$$(ls -d $(THIRD_PARTY)/tensorrt-*/include 2>/dev/null | wc -l)" -ge 2 || { echo "plugins-check: want two TensorRT header sets in $(THIRD_PARTY)/tensorrt-*/include"; exit 1; }
+	@for headers in $(THIRD_PARTY)/tensorrt-*/include; do \
+		name=$$(basename $$(dirname $$headers)); out=build/plugins-check/$$name; mkdir -p $$out; \
+		cmake -S trt_plugins -B $$out -DCMAKE_CUDA_COMPILER=$(NVCC) -DTENSORRT_INCLUDE_DIR=$$headers \
+			-DCMAKE_CUDA_ARCHITECTURES=75-real > $$out/configure.log || { cat $$out/configure.log; exit 1; }; \
+		cmake --build $$out -j 2 --target vfnet_trt_plugins vfnet_trt_plugins_autoregister > $$out/build.log 2>&1 \
+			|| { cat $$out/build.log; exit 1; }; \
+		echo "plugins-check: the TensorRT plugin library compiles against $$name (-Wall -Wextra -Werror)"; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -16,7 +16,7 @@ TENSORRT_INCLUDE_DIR ?=
 THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/shared/third_party))
 PLUGIN_BUILD := build/plugins
 
-.PHONY: test serve venv demo-onnx clean plugins plugins-check
+.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo-onnx: $(STAMP)
 
 serve: $(SERVE_STAMP)
 	$(BIN)/vfnet serve
+
+# The GPU and TensorRT tests, for real on a GPU host (elsewhere each skips with its reason).
+gpu-check: $(STAMP) plugins
+	$(BIN)/python -m pytest -m "gpu or trt" -rs
 
 # Builds what this machine can into build/plugins and says what it skipped and why; prints ptxas'
 # registers, shared memory and spills per kernel and GPU architecture (and fails on a spill).

@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50.onnx
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_fp16.onnx --fp16     # for TensorRT 11
   vfnet export onnx --weights demo.safetensors --out demo_raw.onnx --raw                 # head outputs, for parity
+  vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_plugin.onnx --plugin # StarDeformConv nodes
 """
 
 
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
     onnx.add_argument("--raw", action="store_true", help="output the raw per-level head tensors instead of detections")
+    onnx.add_argument(
+        "--plugin",
+        action="store_true",
+        help="write each star deformable convolution as one StarDeformConv node (our TensorRT plugin, domain trt.plugins); "
+        "runs on CPU with the plugin's host build (make plugins)",
+    )
     return parser
 
 
@@ -58,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, max_detections=args.max_detections, progress=progress)
+    summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
     print(summary)
     return 0

@@ -34,6 +34,7 @@ from vfnet.server.runtime.model_card import ModelCard
 
 from .fp16_storage import store_weights_as_float16
 from .onnx_nms import multiclass_nms_onnx
+from .plugin_graph import PLUGIN_OP, with_plugin_nodes
 
 OPSET = 19
 LEVEL_NAMES = ("p3", "p4", "p5", "p6", "p7")
@@ -56,9 +57,9 @@ def raw_output_names(num_levels: int = 5) -> list[str]:
     return [f"{kind}_{LEVEL_NAMES[i]}" for i in range(num_levels) for kind in ("cls_logits", "bbox_init", "bbox_refine")]
 
 
-def model_card(model: VFNet, graph: str, precision: str) -> ModelCard:
+def model_card(model: VFNet, graph: str, precision: str, plugins: tuple[str, ...] = ()) -> ModelCard:
     """What the runtime needs to serve the file without our checkpoint (written as metadata_props)."""
-    return ModelCard.from_config(model.config, model.preset, model.class_names, precision, project_version(), graph=graph)
+    return ModelCard.from_config(model.config, model.preset, model.class_names, precision, project_version(), graph=graph, plugins=plugins)
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,15 @@ def export_onnx(
     fp16: bool = False,
     fp16_storage: bool = False,
     raw: bool = False,
+    plugin: bool = False,
     max_detections: int | None = None,
     example_size: tuple[int, int] = (320, 416),
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """Export `model` (left unchanged) to `out`; returns a summary. `progress` receives step messages.
     `fp16_storage`: store the weights as float16 where they can be restored exactly (see
-    fp16_storage.py): about half the file for a float16 checkpoint, the same float32 computation."""
+    fp16_storage.py): about half the file for a float16 checkpoint, the same float32 computation.
+    `plugin`: write the star convolutions as TensorRT StarDeformConv nodes (plugin_graph.py)."""
     model = copy.deepcopy(model).eval()
     if max_detections is not None:
         if max_detections < 1:
@@ -106,6 +109,9 @@ def export_onnx(
         model.config = dataclasses.replace(model.config, max_detections=max_detections)
     if fp16:
         model = model.half()
+    reference = {name: t.float().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
+    if plugin:
+        model = with_plugin_nodes(model)
 
     height, width = example_size
     images = torch.zeros(2, 3, height, width, dtype=torch.uint8)
@@ -137,14 +143,13 @@ def export_onnx(
             verbose=False,
         )
     progress(f"  done in {time.perf_counter() - start:.1f} s; writing and checking the file ...")
-    card = model_card(model, graph="raw" if raw else "detections", precision="fp16" if fp16 else "fp32")
+    card = model_card(model, graph="raw" if raw else "detections", precision="fp16" if fp16 else "fp32", plugins=(PLUGIN_OP,) * plugin)
     program.model.metadata_props.update(card.to_metadata())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out))
     if fp16_storage:
         proto = onnx.load(str(out))
-        reference = {name: t.float().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
         counts = store_weights_as_float16(proto, reference)
         onnx.save(proto, str(out))
         progress(f"  weights stored as float16: {counts['exact']} exactly, {counts['rebuilt']} rebuilt from the checkpoint, {counts['kept']} kept float32")

@@ -5,10 +5,12 @@ Per FPN level l (stride s_l, reg_denom d_l), on the same input P_l:
     cls_feat  = 3 x [conv3x3 -> GN -> ReLU](P_l)            (cls_convs)
     reg_feat  = 3 x [conv3x3 -> GN -> ReLU](P_l)            (reg_convs)
     bbox_init = exp(scale_l * vfnet_reg(vfnet_reg_conv(reg_feat))) * d_l
-    offset    = star_dcn_offset(bbox_init, s_l)             (shared by both deformable convs)
-    bbox_refine = exp(scale_refine_l * vfnet_reg_refine(ReLU(refine_dconv(reg_feat, offset))))
+    bbox_refine = exp(scale_refine_l * vfnet_reg_refine(ReLU(refine_dconv(reg_feat, bbox_init, s_l))))
                   * bbox_init.detach()
-    cls_logits  = vfnet_cls(ReLU(cls_dconv(cls_feat, offset)))
+    cls_logits  = vfnet_cls(ReLU(cls_dconv(cls_feat, bbox_init, s_l)))
+
+where both dconvs are StarDeformConv2d: a 3x3 deformable conv whose offsets are
+star_dcn_offset(bbox_init, s_l), the star of each cell's initial box.
 
 Boxes are (l, t, r, b): distances in input-image pixels from the level's anchor point (j*s, i*s)
 to the left, top, right and bottom edges. IACS = sigmoid(cls_logits).
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from .config import VFNetConfig
-from .layers import ConvModule, DeformConv2d, ModulatedDeformConv2d, Scale
+from .layers import ConvModule, ModulatedDeformConv2d, Scale, deform_conv2d
 
 
 def star_dcn_offset(bbox_pred: torch.Tensor, stride: int, gradient_mul: float = 0.1) -> torch.Tensor:
@@ -49,6 +51,26 @@ def star_dcn_offset(bbox_pred: torch.Tensor, stride: int, gradient_mul: float = 
     return target - base.reshape(1, 18, 1, 1)
 
 
+class StarDeformConv2d(nn.Module):
+    """The head's deformable convolution: 3x3 DCNv1 without bias (as mmcv.ops.DeformConv2d; its one
+    parameter is `weight` [C_out, C_in, 3, 3]) sampling the star of each cell's initial box.
+
+    forward(x [B, C_in, H, W], bbox_init [B, 4, H, W] (l, t, r, b) pixels, stride) -> [B, C_out, H, W].
+    The plugin export (export/plugin_graph.py) writes it as one TensorRT StarDeformConv node fed by
+    x, bbox_init and the weight, with no offset tensor.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, gradient_mul: float = 0.1):
+        super().__init__()
+        self.gradient_mul = gradient_mul
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor, bbox_init: torch.Tensor, stride: int) -> torch.Tensor:
+        offset = star_dcn_offset(bbox_init, stride, self.gradient_mul).to(x.dtype)  # [B, 18, H, W]
+        return deform_conv2d(x, offset, self.weight)
+
+
 def _tower_conv(in_channels: int, config: VFNetConfig, deformable: bool) -> ConvModule:
     if deformable:
         conv = ModulatedDeformConv2d(in_channels, config.feat_channels)
@@ -65,7 +87,6 @@ class VFNetHead(nn.Module):
         super().__init__()
         self.strides = config.strides
         self.reg_denoms = config.reg_denoms
-        self.gradient_mul = config.gradient_mul
         feat, n = config.feat_channels, config.stacked_convs
 
         def tower() -> nn.ModuleList:
@@ -81,10 +102,10 @@ class VFNetHead(nn.Module):
         self.vfnet_reg_conv = ConvModule(nn.Conv2d(feat, feat, 3, padding=1, bias=False), feat, config.norm_groups)
         self.vfnet_reg = nn.Conv2d(feat, 4, 3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
-        self.vfnet_reg_refine_dconv = DeformConv2d(feat, feat)
+        self.vfnet_reg_refine_dconv = StarDeformConv2d(feat, feat, config.gradient_mul)
         self.vfnet_reg_refine = nn.Conv2d(feat, 4, 3, padding=1)
         self.scales_refine = nn.ModuleList([Scale(1.0) for _ in self.strides])
-        self.vfnet_cls_dconv = DeformConv2d(feat, feat)
+        self.vfnet_cls_dconv = StarDeformConv2d(feat, feat, config.gradient_mul)
         self.vfnet_cls = nn.Conv2d(feat, config.num_classes, 3, padding=1)
         self._init_weights()
 
@@ -110,12 +131,12 @@ class VFNetHead(nn.Module):
         reg_init = self.vfnet_reg(self.vfnet_reg_conv(reg_feat))
         bbox_init = self.scales[level](reg_init).float().exp() * self.reg_denoms[level]  # [B, 4, h, w]
 
-        offset = star_dcn_offset(bbox_init, self.strides[level], self.gradient_mul).to(reg_feat.dtype)
-        refine_feat = torch.relu(self.vfnet_reg_refine_dconv(reg_feat, offset))
+        stride = self.strides[level]
+        refine_feat = torch.relu(self.vfnet_reg_refine_dconv(reg_feat, bbox_init, stride))
         factor = self.scales_refine[level](self.vfnet_reg_refine(refine_feat)).float().exp()
         bbox_refine = factor * bbox_init.detach()  # [B, 4, h, w]
 
-        cls_logits = self.vfnet_cls(torch.relu(self.vfnet_cls_dconv(cls_feat, offset)))  # [B, C, h, w]
+        cls_logits = self.vfnet_cls(torch.relu(self.vfnet_cls_dconv(cls_feat, bbox_init, stride)))  # [B, C, h, w]
         return cls_logits, bbox_init, bbox_refine
 
     def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -2,13 +2,13 @@
 
 - `ConvModule`: conv -> optional GroupNorm (`gn`) -> optional ReLU; keys `conv.*`, `gn.*`.
 - `Scale`: one learnable 0-dim scalar (`scale`), as mmcv.cnn.Scale.
-- `DeformConv2d`: DCNv1 (offsets given by the caller), weight only, as mmcv.ops.DeformConv2d.
 - `ModulatedDeformConv2d`: DCNv2 predicting its own offsets and mask with a nested `conv_offset`,
   as mmcv.ops.ModulatedDeformConv2dPack.
 
-Both deformable convolutions call `deform_conv2d` below, whose offset layout is mmcv's and
-torchvision's: offset [B, 2*9, H, W] with channel 2k = dy and 2k+1 = dx for kernel tap k = 3*i + j
-(row-major).
+`deform_conv2d` below is the one deformable convolution of the model: DCNv2 here, and the head's
+star convolution (head.py, StarDeformConv2d) with offsets from the initial box. Its offset layout is
+mmcv's and torchvision's: offset [B, 2*9, H, W] with channel 2k = dy and 2k+1 = dx for kernel tap
+k = 3*i + j (row-major).
 """
 
 from __future__ import annotations
@@ -78,21 +78,6 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
-
-
-class DeformConv2d(nn.Module):
-    """3x3 deformable convolution (DCNv1), no bias; the caller supplies the offsets.
-
-    forward(x [B, C_in, H, W], offset [B, 18, H, W]) -> [B, C_out, H, W] (stride 1, padding 1).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-
-    def forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        return deform_conv2d(x, offset, self.weight)
 
 
 class ModulatedDeformConv2d(nn.Module):

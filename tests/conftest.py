@@ -7,7 +7,30 @@ for parity tests). Exports take ~20 s each, hence session scope.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+
+
+def _cuda_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip without a CUDA GPU, `trt` tests without TensorRT, each saying so; they run
+    for real on a GPU host (`make gpu-check`)."""
+    reasons = {
+        "gpu": None if _cuda_gpu() else "needs a CUDA GPU (torch sees none); runs in `make gpu-check` on a GPU host",
+        "trt": None if importlib.util.find_spec("tensorrt") else "needs TensorRT (not installed); runs in `make gpu-check` on a GPU host",
+    }
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ is a string in the metadata: numbers as Python writes them, tuples as JSON lists
     iou_threshold    the default class-aware NMS IoU threshold
     pixel_mean/std   JSON [r, g, b]: the normalisation inside the graph (informational)
     version          the vfnet-serve version that wrote the file
+    plugins          JSON list of the custom operators the graph needs, e.g. ["StarDeformConv"] for a
+                     `--plugin` export (TensorRT plugins, domain trt.plugins); [] or absent: none
 
 How a card was loaded (backend, device, source file) is not a fact of the artifact: that is `Loaded`.
 Boxes are always xyxy; the model returns them in resized-image pixels, the runtime in original ones.
@@ -53,6 +55,7 @@ class ModelCard:
     pixel_std: tuple[float, float, float]
     version: str
     graph: str = "detections"
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self):
         problems = []
@@ -72,7 +75,9 @@ class ModelCard:
             raise ModelLoadError("model card: " + "; ".join(problems))
 
     @classmethod
-    def from_config(cls, config, preset: str, class_names, precision: str, version: str, graph: str = "detections") -> ModelCard:
+    def from_config(
+        cls, config, preset: str, class_names, precision: str, version: str, graph: str = "detections", plugins: tuple[str, ...] = ()
+    ) -> ModelCard:
         """The card of a model built from `config` (a vfnet.model VFNetConfig, read by attribute)."""
         return cls(
             preset=preset,
@@ -87,6 +92,7 @@ class ModelCard:
             pixel_std=tuple(config.pixel_std),
             version=version,
             graph=graph,
+            plugins=tuple(plugins),
         )
 
     def to_metadata(self) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: CUDA execution provider when available, else CPU."""
+"""ONNX Runtime backend: CUDA execution provider when available, else CPU. A `--plugin` export
+runs too: its TensorRT plugin nodes on the CPU, with the plugins' host build (onnxruntime_plugins.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model_card import ModelCard, ModelLoadError
+from . import onnxruntime_plugins
 
 INPUTS = {"images", "image_sizes", "iou_threshold"}
 
@@ -35,10 +37,16 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = intra_op_threads
         if inter_op_threads is not None:
             options.inter_op_num_threads = inter_op_threads
+        model: str | bytes = str(path)
+        if onnxruntime_plugins.uses_plugins(path):
+            model = onnxruntime_plugins.plugin_model(path)
+            onnxruntime_plugins.register_plugin_ops(options)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(model, bytes) and "type" in first_line.lower():
+                raise ModelLoadError(f"{path}: its plugin nodes run on the CPU in float32 only (an --fp16 plugin export is for TensorRT): {first_line}") from None
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=f"{path} (an ONNX model)")
         if self.card.graph != "detections":

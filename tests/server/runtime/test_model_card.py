@@ -7,7 +7,7 @@ import pytest
 
 from vfnet.server.runtime import ModelCard, ModelLoadError, load_detector
 
-# metadata_props exactly as `vfnet export onnx` of this version writes them (the bundled demo's)
+# metadata_props exactly as `vfnet export onnx` wrote them before plugin graphs existed (the bundled demo's)
 WRITTEN = {
     "format": "vfnet-serve",
     "graph": "detections",
@@ -25,11 +25,17 @@ WRITTEN = {
 }
 
 
-def test_metadata_of_the_current_exporter_reads_and_writes_back_unchanged():
+def test_metadata_of_earlier_exports_reads_and_writes_back_with_no_plugins():
     card = ModelCard.from_metadata(WRITTEN, source="demo.onnx")
     assert card.class_names[3] == "star" and card.input_size == (512, 512) and card.score_threshold == 0.05
-    assert card.pixel_std == (58.395, 57.12, 57.375) and card.graph == "detections"
-    assert card.to_metadata() == WRITTEN
+    assert card.pixel_std == (58.395, 57.12, 57.375) and card.graph == "detections" and card.plugins == ()
+    assert card.to_metadata() == {**WRITTEN, "plugins": "[]"}
+
+
+def test_a_plugin_graphs_card_round_trips():
+    meta = {**WRITTEN, "plugins": '["StarDeformConv"]'}
+    card = ModelCard.from_metadata(meta, source="plugin.onnx")
+    assert card.plugins == ("StarDeformConv",) and card.to_metadata() == meta
 
 
 @pytest.mark.parametrize(

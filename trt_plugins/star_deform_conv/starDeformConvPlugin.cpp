@@ -6,7 +6,9 @@
 
 #include "starDeformConvKernel.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -95,7 +97,7 @@ nvinfer1::IPluginV3* StarDeformConvPlugin::clone() noexcept
     }
     catch (std::exception const& exc)
     {
-        report(std::string("clone failed: ") + exc.what());
+        report(exc.what());
         return nullptr;
     }
 }
@@ -209,13 +211,22 @@ int32_t StarDeformConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc 
         report("expects 3 inputs (features, bbox_init, weight) and 1 output");
         return -1;
     }
-    std::string const problem = checkShapes(in[kFeatures].desc.dims, in[kBbox].desc.dims, in[kWeight].desc.dims, out[0].desc.dims);
-    if (!problem.empty())
+    try
     {
-        report(problem);
+        std::string const problem
+            = checkShapes(in[kFeatures].desc.dims, in[kBbox].desc.dims, in[kWeight].desc.dims, out[0].desc.dims);
+        if (!problem.empty())
+        {
+            report(problem.c_str());
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& exc) // std::bad_alloc while describing shapes
+    {
+        report(exc.what());
         return -1;
     }
-    return 0;
 }
 
 int32_t StarDeformConvPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
@@ -226,13 +237,21 @@ int32_t StarDeformConvPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in
         report("expects 3 inputs (features, bbox_init, weight) and 1 output");
         return -1;
     }
-    std::string const problem = checkShapes(in[kFeatures].dims, in[kBbox].dims, in[kWeight].dims, out[0].dims);
-    if (!problem.empty())
+    try
     {
-        report(problem);
+        std::string const problem = checkShapes(in[kFeatures].dims, in[kBbox].dims, in[kWeight].dims, out[0].dims);
+        if (!problem.empty())
+        {
+            report(problem.c_str());
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& exc)
+    {
+        report(exc.what());
         return -1;
     }
-    return 0;
 }
 
 int32_t StarDeformConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
@@ -242,17 +261,11 @@ int32_t StarDeformConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDes
     Dims const& features = inputDesc[kFeatures].dims;
     Dims const& weight = inputDesc[kWeight].dims;
     int64_t const sizes[] = {features.d[0], features.d[1], features.d[2], features.d[3], weight.d[0]};
-    for (int64_t size : sizes)
+    bool const fits = std::all_of(std::begin(sizes), std::end(sizes), [](int64_t size) { return size <= INT32_MAX / 16; })
+        && features.d[2] * features.d[3] <= INT32_MAX / 16 && features.d[0] <= 65535;
+    if (!fits)
     {
-        if (size > INT32_MAX / 16)
-        {
-            report("a dimension of " + describe(features) + " or " + describe(weight) + " is too large");
-            return -1;
-        }
-    }
-    if (features.d[2] * features.d[3] > INT32_MAX / 16)
-    {
-        report("feature map " + describe(features) + " has too many cells");
+        report("features or weight too large for 32-bit indexing (or batch over 65535)");
         return -1;
     }
     auto const type = inputDesc[kFeatures].type == DataType::kHALF ? star::DataType::kFloat16 : star::DataType::kFloat32;
@@ -262,7 +275,7 @@ int32_t StarDeformConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDes
         static_cast<float>(mStride), stream);
     if (status != cudaSuccess)
     {
-        report(std::string("kernel launch failed: ") + cudaGetErrorString(status));
+        report(cudaGetErrorString(status)); // report() adds the plugin's name
         return -1;
     }
     return 0;
@@ -283,7 +296,7 @@ nvinfer1::PluginFieldCollection const* StarDeformConvPlugin::getFieldsToSerializ
     return &mFieldCollection;
 }
 
-void StarDeformConvPlugin::report(std::string const& message) const noexcept
+void StarDeformConvPlugin::report(char const* message) const noexcept
 {
     try
     {

@@ -65,7 +65,7 @@ private:
     //! Empty when the shapes fit (dims < 0 are unknown and pass), else what is wrong.
     std::string checkShapes(nvinfer1::Dims const& features, nvinfer1::Dims const& bbox, nvinfer1::Dims const& weight,
         nvinfer1::Dims const& output) const;
-    void report(std::string const& message) const noexcept;
+    void report(char const* message) const noexcept; //!< prefixed with the plugin's name
 
     int32_t mStride;
     nvinfer1::IErrorRecorder* mErrorRecorder{nullptr};

@@ -18,6 +18,14 @@ def write_section(title: str, text: str, path: Path = DOCS) -> None:
     path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
 
 
+def publish(title: str, lines: list[str]) -> int:
+    """Write `lines` as the section headed `title` and print them; the exit code of a benchmark."""
+    text = "\n".join(lines)
+    write_section(title, text)
+    print(text)
+    return 0
+
+
 def cpu_description() -> str:
     """The CPU's model name and its vector-instruction flags, to print with every table."""
     info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []

@@ -21,7 +21,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import cpu_description, write_section  # noqa: E402
+from report import cpu_description, publish  # noqa: E402
 
 from vfnet.export import export_onnx  # noqa: E402
 from vfnet.model import load_checkpoint  # noqa: E402
@@ -118,9 +118,7 @@ def main() -> int:
         "proves its semantics where no GPU exists; it is not the way to serve on a CPU (each of the 10 plugin nodes "
         "crosses into Python once per call).",
     ]
-    write_section(TITLE, "\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return publish(TITLE, lines)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import write_section  # noqa: E402
+from report import publish  # noqa: E402
 
 from vfnet.model.head import star_dcn_offset  # noqa: E402
 from vfnet.trt_plugins import library_path  # noqa: E402
@@ -125,9 +125,7 @@ def main() -> int:
         "|---|---|---|---|",
         *rows,
     ]
-    write_section(TITLE, "\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return publish(TITLE, lines)
 
 
 if __name__ == "__main__":

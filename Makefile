@@ -9,14 +9,17 @@ SERVE_STAMP := $(VENV)/.installed-cpu
 DEMO := server/demo/vfnet_r18_demo.safetensors
 DEMO_ONNX := server/demo/vfnet_r18_demo.onnx
 
-# The C++/CUDA plugins (trt_plugins/, see its README): nvcc from PATH or /usr/local/cuda; the TensorRT
-# headers from TENSORRT_INCLUDE_DIR or the usual install locations.
-NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+# The C++/CUDA plugins (trt_plugins/, see its README): nvcc from PATH, /usr/local/cuda, or the CUDA
+# toolchain that `make cuda-toolchain` installs from NVIDIA's PyPI wheels into build/cuda-toolchain;
+# the TensorRT headers from TENSORRT_INCLUDE_DIR or the usual install locations.
+CUDA_TOOLCHAIN := build/cuda-toolchain
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc) \
+	$(abspath $(wildcard $(CUDA_TOOLCHAIN)/lib/python*/site-packages/nvidia/cu13/bin/nvcc)))
 TENSORRT_INCLUDE_DIR ?=
 THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/shared/third_party))
 PLUGIN_BUILD := build/plugins
 
-.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check
+.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check cuda-toolchain
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,11 +61,21 @@ plugins:
 	@touch $(PLUGIN_BUILD)/ptxas.log
 	@python3 trt_plugins/build_report.py $(PLUGIN_BUILD)/configure.log $(PLUGIN_BUILD)/ptxas.log
 
+# nvcc, the CUDA runtime headers and CCCL from PyPI (nvidia-cuda-nvcc, nvidia-cuda-cccl), for machines
+# without a CUDA toolkit; CMake wants the unversioned libcudart.so beside the wheel's libcudart.so.13.
+cuda-toolchain:
+	test -x $(CUDA_TOOLCHAIN)/bin/python || python3 -m venv $(CUDA_TOOLCHAIN)
+	$(CUDA_TOOLCHAIN)/bin/pip install --quiet 'nvidia-cuda-nvcc>=13' 'nvidia-cuda-cccl>=13'
+	cd $(CUDA_TOOLCHAIN)/lib/python*/site-packages/nvidia/cu13/lib && ln -sf libcudart.so.13 libcudart.so
+	@echo "cuda-toolchain: $$(ls $(CUDA_TOOLCHAIN)/lib/python*/site-packages/nvidia/cu13/bin/nvcc)"
+
 # CI: the TensorRT glue compiled against every header set in ../shared/third_party (10.x and 11.x).
+# Without any nvcc it installs the PyPI toolchain first (and `make plugins` then uses it too).
 plugins-check:
-	@test -n "$(NVCC)" || { echo "plugins-check: no nvcc (install the CUDA toolkit or the nvidia-cuda-nvcc wheel and set NVCC=)"; exit 1; }
-	@test "$$(ls -d $(THIRD_PARTY)/tensorrt-*/include 2>/dev/null | wc -l)" -ge 2 || { echo "plugins-check: want two TensorRT header sets in $(THIRD_PARTY)/tensorrt-*/include"; exit 1; }
-	@for headers in $(THIRD_PARTY)/tensorrt-*/include; do \
+	@if [ -z "$(NVCC)" ]; then echo "plugins-check: no nvcc here; installing it from PyPI"; $(MAKE) --no-print-directory cuda-toolchain \
+		&& $(MAKE) --no-print-directory plugins-check NVCC="$$(ls $(abspath $(CUDA_TOOLCHAIN))/lib/python*/site-packages/nvidia/cu13/bin/nvcc)"; exit $$?; fi
+	@test -z "$(NVCC)" || test "$$(ls -d $(THIRD_PARTY)/tensorrt-*/include 2>/dev/null | wc -l)" -ge 2 || { echo "plugins-check: want two TensorRT header sets in $(THIRD_PARTY)/tensorrt-*/include"; exit 1; }
+	@if [ -z "$(NVCC)" ]; then exit 0; fi; for headers in $(THIRD_PARTY)/tensorrt-*/include; do \
 		name=$$(basename $$(dirname $$headers)); out=build/plugins-check/$$name; mkdir -p $$out; \
 		cmake -S trt_plugins -B $$out -DCMAKE_CUDA_COMPILER=$(NVCC) -DTENSORRT_INCLUDE_DIR=$$headers \
 			-DCMAKE_CUDA_ARCHITECTURES=75-real > $$out/configure.log || { cat $$out/configure.log; exit 1; }; \

@@ -16,7 +16,9 @@ from vfnet.trt_plugins.build_report import resource_rows
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").is_file() else None)
+NVCC = shutil.which("nvcc") or next(
+    (str(p) for p in (Path("/usr/local/cuda/bin/nvcc"), *REPOSITORY.glob("build/cuda-toolchain/lib/python*/site-packages/nvidia/cu13/bin/nvcc")) if p.is_file()), None
+)
 CUOBJDUMP = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "nvidia" / "cu13" / "bin" / "cuobjdump"
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="no nvcc on this machine: the CUDA kernel is not built")
 

@@ -16,6 +16,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 THIRD_PARTY = next((p for p in (REPOSITORY.parent / "shared" / "third_party", Path("/work/shared/third_party")) if p.is_dir()), None)
 HEADER_SETS = sorted(THIRD_PARTY.glob("tensorrt-*/include")) if THIRD_PARTY else []
 CUDA_CANDIDATES = [Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")), Path("/usr/local/cuda")]
+CUDA_CANDIDATES += REPOSITORY.glob("build/cuda-toolchain/lib/python*/site-packages/nvidia/cu13")  # make cuda-toolchain
 if shutil.which("nvcc"):
     CUDA_CANDIDATES.append(Path(shutil.which("nvcc")).resolve().parents[1])
 CUDA = next((c for c in CUDA_CANDIDATES if (c / "include" / "cuda_runtime_api.h").is_file()), CUDA_CANDIDATES[0])

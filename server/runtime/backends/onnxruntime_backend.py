@@ -45,8 +45,6 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if isinstance(model, bytes) and "type" in first_line.lower():
-                raise ModelLoadError(f"{path}: its plugin nodes run on the CPU in float32 only (an --fp16 plugin export is for TensorRT): {first_line}") from None
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=f"{path} (an ONNX model)")
         if self.card.graph != "detections":

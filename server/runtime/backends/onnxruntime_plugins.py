@@ -25,6 +25,8 @@ INSTALL = "pip install 'vfnet-serve[plugins]' (onnx and onnxruntime-extensions)"
 
 def uses_plugins(path: Path) -> bool:
     """Whether the ONNX file imports the plugin domain (a byte search: no parsing, no onnx package)."""
+    if path.stat().st_size == 0:
+        return False
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return data.find(PLUGIN_DOMAIN.encode()) >= 0
 
@@ -35,7 +37,12 @@ def plugin_model(path: Path) -> bytes:
         import onnx
     except ImportError:
         raise ModelLoadError(f"{path}: a --plugin export; running its plugin nodes on the CPU needs {INSTALL}") from None
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # DecodeError and friends: not a protobuf at all
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if {p.key: p.value for p in model.metadata_props}.get("precision") == "fp16":
+        raise ModelLoadError(f"{path}: a float16 plugin graph; its plugin nodes run on the CPU in float32 only (an --fp16 --plugin export is for TensorRT)")
     unknown = sorted({n.op_type for n in model.graph.node if n.domain == PLUGIN_DOMAIN} - set(SUPPORTED))
     if unknown:
         raise ModelLoadError(f"{path}: plugin nodes {', '.join(unknown)} have no CPU implementation here (known: {', '.join(SUPPORTED)})")

@@ -1,4 +1,5 @@
-"""`vfnet export onnx ...`: checkpoints to deployable graphs."""
+"""`vfnet export onnx ...` (checkpoints to deployable graphs) and `vfnet export trt ...` (ONNX files
+to TensorRT engines; no torch)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ EXAMPLES = """examples:
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_fp16.onnx --fp16     # for TensorRT 11
   vfnet export onnx --weights demo.safetensors --out demo_raw.onnx --raw                 # head outputs, for parity
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_plugin.onnx --plugin # StarDeformConv nodes
+  vfnet export trt --onnx vfnet_r50_fp16.onnx --out vfnet_r50_fp16.engine --max-batch 8 --timing-cache trt.cache
 """
 
 
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    targets = parser.add_subparsers(dest="target", required=True, metavar="{onnx}")
+    targets = parser.add_subparsers(dest="target", required=True, metavar="{onnx,trt}")
     onnx = targets.add_parser(
         "onnx",
         help="one ONNX file: uint8 images in, NMS-ed detections out (standard operators, opset 19)",
@@ -44,11 +46,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each star deformable convolution as one StarDeformConv node (our TensorRT plugin, domain trt.plugins); "
         "runs on CPU with the plugin's host build (make plugins)",
     )
+    trt = targets.add_parser(
+        "trt",
+        help="a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
+        description="Build a TensorRT engine (strongly typed: the ONNX graph's precision) for one shape profile, and "
+        "write its model card and manifest (TensorRT version, GPU, hashes, profile) to ENGINE.json beside it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    trt.add_argument("--onnx", required=True, type=Path, help="an ONNX file from `vfnet export onnx` (standard or --plugin)")
+    trt.add_argument("--out", required=True, type=Path, help="output .engine file")
+    trt.add_argument("--plugin-lib", type=Path, help="TensorRT plugin library (default: build/plugins/libvfnet_trt_plugins.so when the graph needs it)")
+    trt.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default 1)")
+    trt.add_argument("--opt-batch", type=int, help="the batch to optimise for (default: --max-batch)")
+    trt.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8, the server's max_batch_size)")
+    for which, meaning in (("min", "smallest"), ("opt", "optimised-for"), ("max", "largest")):
+        trt.add_argument(f"--{which}-canvas", type=canvas, metavar="HxW", help=f"{meaning} padded canvas, height x width (default: from the model's input size)")
+    trt.add_argument("--timing-cache", type=Path, help="read and update this TensorRT timing cache (speeds up later builds)")
+    trt.add_argument("--workspace", type=float, default=4.0, metavar="GiB", help="builder workspace limit in GiB (default 4)")
+    trt.add_argument("--builder-optimization-level", type=int, default=3, choices=range(6), metavar="0-5", help="TensorRT's builder optimisation level (default 3)")
     return parser
+
+
+def canvas(text: str) -> tuple[int, int]:
+    """'800x1344' -> (800, 1344)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 800x1344") from None
+    return height, width
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.target == "trt":
+        from .trt_export import export_trt
+
+        return export_trt(args)
     from vfnet.model import CheckpointError, load_checkpoint
 
     from .onnx_export import export_onnx

@@ -199,13 +199,20 @@ class EngineCache:
             if self.valid(engine, manifest):
                 return engine, False
             on_build(engine)
-            temporary = engine.with_name(f".{engine.name}.{os.getpid()}.tmp")
-            started = time.perf_counter()
-            try:
-                build(temporary)
-                built = dataclasses.replace(manifest, engine_sha256=sha256_file(temporary), build_seconds=round(time.perf_counter() - started, 1))
-                os.replace(temporary, engine)
-            finally:
-                temporary.unlink(missing_ok=True)
-            write_sidecar(engine, card, built)
-            return engine, True
+            return write_engine(engine, card, manifest, build), True
+
+
+def write_engine(engine: Path, card: ModelCard, manifest: Manifest, build: Callable[[Path], None]) -> Path:
+    """`build(temporary_path)`, then rename the result to `engine` and write its sidecar with the
+    manifest completed (engine hash, build time). Nothing is left behind when the build fails."""
+    engine.parent.mkdir(parents=True, exist_ok=True)
+    temporary = engine.with_name(f".{engine.name}.{os.getpid()}.tmp")
+    started = time.perf_counter()
+    try:
+        build(temporary)
+        built = dataclasses.replace(manifest, engine_sha256=sha256_file(temporary), build_seconds=round(time.perf_counter() - started, 1))
+        os.replace(temporary, engine)
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_sidecar(engine, card, built)
+    return engine

@@ -1,0 +1,144 @@
+"""Building TensorRT engines from our ONNX files (TensorRT 10.x and 11.x Python APIs; no torch).
+
+Used by `vfnet export trt` and by the engine cache of `vfnet serve --backend tensorrt`. The network
+is strongly typed: its precision is the ONNX graph's (`vfnet export onnx --fp16` for float16, since
+TensorRT 11 has no fp16 builder flag). NMS comes through the parser's NonMaxSuppression import
+(INMSLayer). A plugin graph (`--plugin`) needs our plugin library, loaded into TensorRT's registry
+before parsing and embedded in the engine (plugins_to_serialize), so that deserialising it later
+finds the plugin.
+
+TensorRT and cuda-python are imported only when a function here runs; without them, or without a
+GPU, the functions raise ModelLoadError with one clear line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .engine_cache import Manifest, Profile, sha256_file
+from .model_card import ModelCard, ModelLoadError
+
+NO_TENSORRT = (
+    "TensorRT is not installed here: it comes with NVIDIA's container (nvcr.io/nvidia/tensorrt) or NVIDIA's "
+    "pip packages on a GPU host (see the README's 'Deploy on a GPU')"
+)
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise ModelLoadError(NO_TENSORRT) from None
+    return tensorrt
+
+
+def gpu() -> tuple[str, str]:
+    """(name, "sm_XY") of CUDA device 0, read with cuda-python; ModelLoadError without a GPU."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # cuda-python before 12.6
+    except ImportError:
+        raise ModelLoadError("cuda-python is not installed: pip install 'vfnet-serve[tensorrt]'") from None
+    error, count = cudart.cudaGetDeviceCount()
+    if int(error) != 0 or count < 1:
+        raise ModelLoadError("no CUDA GPU is visible to this process (TensorRT engines are built and run on a GPU)")
+    error, properties = cudart.cudaGetDeviceProperties(0)
+    if int(error) != 0:
+        raise ModelLoadError(f"cannot read the GPU's properties (cudaError {int(error)})")
+    name = properties.name.decode(errors="replace").rstrip("\x00") if isinstance(properties.name, bytes) else str(properties.name)
+    return name, f"sm_{properties.major}{properties.minor}"
+
+
+def running_manifest(
+    onnx_path: Path, card: ModelCard, profile: Profile, plugin_library: Path | None, optimization_level: int, workspace_bytes: int
+) -> Manifest:
+    """The manifest an engine built here and now from these inputs would have."""
+    tensorrt = import_tensorrt()
+    gpu_name, capability = gpu()
+    return Manifest(
+        tensorrt_version=tensorrt.__version__,
+        gpu_name=gpu_name,
+        compute_capability=capability,
+        onnx_sha256=sha256_file(onnx_path),
+        plugin_sha256=sha256_file(plugin_library) if plugin_library else "",
+        precision=card.precision,
+        profile=profile,
+        builder_optimization_level=optimization_level,
+        workspace_bytes=workspace_bytes,
+    )
+
+
+def build_engine(
+    onnx_path: Path,
+    out: Path,
+    profile: Profile,
+    plugin_library: Path | None = None,
+    timing_cache: Path | None = None,
+    workspace_bytes: int = 4 << 30,
+    optimization_level: int = 3,
+    progress: Callable[[str], None] = lambda message: None,
+) -> None:
+    """Parse `onnx_path` into a strongly typed network, build it for `profile` and write the
+    serialised engine to `out`. Raises ModelLoadError naming what failed (parser errors included)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    if plugin_library is not None:
+        registry = trt.get_plugin_registry()
+        if registry.load_library(str(plugin_library)) is None:
+            raise ModelLoadError(f"{plugin_library}: TensorRT could not load this plugin library")
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    progress(f"parsing {onnx_path} ...")
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelLoadError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    config.builder_optimization_level = optimization_level
+    shapes = profile.shapes()
+    optimisation = builder.create_optimization_profile()
+    optimisation.set_shape("images", shapes["min"], shapes["opt"], shapes["max"])
+    optimisation.set_shape("image_sizes", (profile.min_batch, 2), (profile.opt_batch, 2), (profile.max_batch, 2))
+    config.add_optimization_profile(optimisation)
+    if plugin_library is not None:
+        config.plugins_to_serialize = [str(plugin_library)]  # the engine carries its plugin
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    config.progress_monitor = _progress_monitor(trt, progress)
+    progress(f"building the engine for {shapes['min']} .. {shapes['max']} (this takes minutes) ...")
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ModelLoadError(f"{onnx_path}: TensorRT could not build an engine (its log above says why)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(bytes(serialized))
+    if timing_cache is not None:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    progress(f"built in {time.perf_counter() - started:.0f} s")
+
+
+def _progress_monitor(trt, progress: Callable[[str], None]):
+    """A trt.IProgressMonitor that reports each top-level build phase and its steps."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.steps[phase_name] = num_steps
+            if parent_phase is None:
+                progress(f"  {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            self.steps.pop(phase_name, None)
+
+    return Monitor()

@@ -38,7 +38,8 @@ def load_detector(
     """Load a model for inference.
 
     backend "auto" picks from the file: an ONNX file (`vfnet export onnx`) -> ONNX Runtime, a
-    vfnet-serve checkpoint (.safetensors) -> the torch backend. device: "auto", "cpu" or "cuda".
+    TensorRT engine (`vfnet export trt`, .engine) -> TensorRT, a vfnet-serve checkpoint
+    (.safetensors) -> the torch backend. device: "auto", "cpu" or "cuda".
     intra_op_threads / inter_op_threads size the backend's thread pools (torch uses the first).
     max_pixels caps decoded image size (None: no cap). Raises ModelLoadError with the reason.
     """
@@ -50,9 +51,11 @@ def load_detector(
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if backend == "auto":
-        backend = "torch" if _looks_like_safetensors(path) else "onnxruntime"
+        backend = "torch" if _looks_like_safetensors(path) else "tensorrt" if path.suffix == ".engine" else "onnxruntime"
     if backend == "torch":
         from .backends.torch_backend import TorchBackend as chosen
+    elif backend == "tensorrt":
+        from .backends.tensorrt_backend import TensorRTBackend as chosen
     else:
         from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
     backend_object = chosen(path, device=device, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..model_card import ModelCard
 
-BACKEND_NAMES = ("onnxruntime", "torch")  # every backend of this runtime
+BACKEND_NAMES = ("onnxruntime", "tensorrt", "torch")  # every backend of this runtime
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)  # what a user may ask for: "auto" picks from the file
 DEVICES = ("auto", "cpu", "cuda")
 

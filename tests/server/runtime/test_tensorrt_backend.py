@@ -1,0 +1,81 @@
+"""The TensorRT backend. Here (no TensorRT, no GPU): every path fails with one clear line. On a GPU
+host with TensorRT (`make gpu-check`): the demo's engines detect what ONNX Runtime on the CPU does."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vfnet.server.runtime import ModelLoadError, load_detector
+from vfnet.server.runtime.load import DEMO_ONNX
+from vfnet.train.synth import render_image
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+without_tensorrt = pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
+
+
+@without_tensorrt
+def test_an_engine_without_tensorrt_is_a_clear_load_error(tmp_path):
+    engine = tmp_path / "demo.engine"
+    engine.write_bytes(b"not checked before TensorRT is")
+    for backend in ("auto", "tensorrt"):
+        with pytest.raises(ModelLoadError, match=r"^TensorRT is not installed here: it comes with NVIDIA's container"):
+            load_detector(engine, backend=backend)
+    with pytest.raises(ModelLoadError, match="the tensorrt backend runs on a CUDA GPU"):
+        load_detector(engine, backend="tensorrt", device="cpu")
+
+
+@without_tensorrt
+def test_serving_an_engine_without_tensorrt_is_one_line_and_exit_1(tmp_path):
+    engine = tmp_path / "demo.engine"
+    engine.write_bytes(b"?")
+    done = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "serve", "--model", str(engine)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: TensorRT is not installed here")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cuda_without_a_gpu_provider_is_a_clear_load_error():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(ModelLoadError, match="device cuda requested, but this onnxruntime has no CUDAExecutionProvider"):
+        load_detector(DEMO_ONNX, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_demo_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, tmp_path):
+    """fp32: same labels, IoU >= 0.99, |score difference| <= 1e-3. fp16: reported, and the same
+    objects found (labels of the top detections)."""
+    from torchvision.ops import box_iou
+    import torch
+
+    from vfnet.export import export_onnx
+    from vfnet.model import load_checkpoint
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+
+    onnx_path = DEMO_ONNX
+    if precision == "fp16":
+        onnx_path = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
+    engine = tmp_path / f"demo_{precision}.engine"
+    built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine), "--max-batch", "4"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
+    assert gpu.loaded.backend == "tensorrt" and gpu.card.precision == precision
+    images = [render_image(np.random.default_rng([8800, i]), 384, 512)[0] for i in range(8)]
+    worst = 0.0
+    for got, want in zip(gpu.detect(images), cpu.detect(images)):
+        top = min(len(got), len(want), 10)
+        assert got.labels[:top].tolist() == want.labels[:top].tolist()
+        if precision == "fp32":
+            assert len(got) == len(want)
+            iou = box_iou(torch.from_numpy(got.boxes), torch.from_numpy(want.boxes)).diagonal()
+            assert bool((iou >= 0.99).all()) and float(np.abs(got.scores - want.scores).max()) <= 1e-3
+        worst = max(worst, float(np.abs(got.scores[:top] - want.scores[:top]).max()))
+    print(f"{precision}: largest |score difference| among the top detections {worst:.2e}")

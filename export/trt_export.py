@@ -11,25 +11,7 @@ from pathlib import Path
 
 from vfnet.server.runtime import ModelCard, ModelLoadError
 from vfnet.server.runtime.engine_cache import Profile, default_profile, write_engine
-from vfnet.server.runtime.tensorrt_build import build_engine, running_manifest
-
-
-def read_card(onnx_path: Path) -> ModelCard:
-    """The model card in an ONNX file's metadata (without loading its weights)."""
-    if not onnx_path.is_file():
-        raise ModelLoadError(f"{onnx_path}: no such file")
-    try:
-        import onnx
-    except ImportError:
-        raise ModelLoadError("reading an ONNX file's model card needs onnx: pip install 'vfnet-serve[tensorrt]'") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends
-        raise ModelLoadError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
-    card = ModelCard.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(onnx_path))
-    if card.graph != "detections":
-        raise ModelLoadError(f"{onnx_path}: a --raw graph (head outputs only); export the detections graph for an engine")
-    return card
+from vfnet.server.runtime.tensorrt_build import build_engine, onnx_card, plugin_library, running_manifest
 
 
 def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
@@ -44,27 +26,12 @@ def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
     return dataclasses.replace(base, **changes)
 
 
-def plugin_library(card: ModelCard, given: Path | None) -> Path | None:
-    if not card.plugins:
-        return None
-    if given is not None:
-        if not given.is_file():
-            raise ModelLoadError(f"--plugin-lib {given}: no such file")
-        return given
-    from vfnet.trt_plugins import PluginNotBuilt, library_path
-
-    try:
-        return library_path("vfnet_trt_plugins")
-    except PluginNotBuilt as exc:
-        raise ModelLoadError(f"the graph needs {', '.join(card.plugins)}: {exc}") from None
-
-
 def export_trt(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     try:
-        card = read_card(args.onnx)
+        card = onnx_card(args.onnx)
         profile = chosen_profile(card, args)
         plugins = plugin_library(card, args.plugin_lib)
         workspace = int(args.workspace * (1 << 30))

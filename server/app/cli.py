@@ -36,6 +36,25 @@ def resolve_model(settings: ServeSettings) -> Path:
     return settings.model if settings.model is not None else demo_model(settings.backend)
 
 
+def engine_for(onnx: Path, settings: ServeSettings, load, log):
+    """The Detector of `onnx`'s cached TensorRT engine, or a PendingModel that builds it first (the
+    server listens meanwhile). Raises ModelLoadError at once without TensorRT or a GPU."""
+    from vfnet.server.runtime.tensorrt_build import prepare_engine
+
+    from .main import PendingModel
+
+    cache = settings.engine_cache or Path.home() / ".cache" / "vfnet-serve" / "engines"
+    card, engine, build = prepare_engine(onnx, cache, settings.max_batch_size, progress=log.info)
+    if build is None:
+        return load(engine)
+
+    def build_then_load():
+        build()
+        return load(engine)
+
+    return PendingModel(card, build_then_load, "building_engine", f"building the TensorRT engine for {onnx.name} into {engine} (this takes minutes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vfnet serve",
@@ -65,27 +84,38 @@ def main(argv: list[str] | None = None) -> int:
     from .connections import guarded_protocol
     from .main import create_app, rejected_connection_logger
 
+    from .main import PendingModel
+
     model = resolve_model(settings)
-    try:
-        detector = load_detector(
-            model,
+    log = logging.getLogger("vfnet.server")
+
+    def load(path: Path):
+        return load_detector(
+            path,
             backend=settings.backend,
             device=settings.device,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             max_pixels=settings.max_pixels,
         )
+
+    try:
+        if settings.backend == "tensorrt" and Path(model).suffix == ".onnx":
+            served = engine_for(Path(model), settings, load, log)
+        else:
+            served = load(model)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("vfnet.server").info(
-        "serving %s (%s) with %s on %s at http://%s:%d", model, detector.card.preset, detector.loaded.backend, detector.loaded.device, settings.host, settings.port
-    )
+    if isinstance(served, PendingModel):
+        log.info("serving %s (%s) with tensorrt at http://%s:%d once %s", model, served.card.preset, settings.host, settings.port, served.detail)
+    else:
+        log.info("serving %s (%s) with %s on %s at http://%s:%d", model, served.card.preset, served.loaded.backend, served.loaded.device, settings.host, settings.port)
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal under the handler that was there
     # before it started. An inert handler makes that re-raise a no-op, so a drained server exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    app = create_app(settings, detector)
+    app = create_app(settings, served)
     protocol = guarded_protocol(
         settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, rejected_connection_logger(app.state.metrics)
     )

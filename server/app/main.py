@@ -2,7 +2,9 @@
 
 The detector is loaded by the caller (so a bad model file fails before the server binds its port);
 the app warms it up in the background for every batch size 1..max_batch_size, and /readyz says 503
-until that is done. Requests flow: upload limits -> decode under the pixel budget, in threads ->
+until that is done. A model that takes minutes to make (a TensorRT engine build) is given as a
+`PendingModel` instead: the server listens at once, makes it in a thread, and /readyz answers 503
+with {"status": "building_engine", "detail": ...} until it is made and warmed up. Requests flow: upload limits -> decode under the pixel budget, in threads ->
 dynamic batcher -> one backend call per batch in the inference thread -> per-request filters.
 Every response carries an X-Request-ID, and every request is logged as one access-log record.
 """
@@ -14,14 +16,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
-from vfnet.server.runtime import Detector
+from vfnet.server.runtime import Detector, ModelCard
 
 from .connections import OVER_CAPACITY
 from .errors import RETRY_AFTER_S, ClientGone, RequestFailed
@@ -91,30 +95,57 @@ class RequestContext:
             log_access(self.metrics, getattr(route, "path", "other"), status["code"], time.perf_counter() - started, **fields)
 
 
-def create_app(settings: ServeSettings, detector: Detector) -> FastAPI:
+@dataclass
+class PendingModel:
+    """A model still to be made when the server starts listening. `load()` runs in a thread and
+    returns the Detector; until then /readyz answers 503 with {"status": state, "detail": detail}.
+    If it fails, `state` becomes "failed" and /healthz fails too, so an orchestrator restarts us."""
+
+    card: ModelCard
+    load: Callable[[], Detector]
+    state: str
+    detail: str
+
+
+def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastAPI:
     metrics = Metrics()
-    metrics.set_model(ModelSummary.of(detector))
+
+    async def start(app: FastAPI) -> None:
+        detector = model
+        if isinstance(model, PendingModel):
+            started = time.perf_counter()
+            try:
+                detector = await asyncio.get_running_loop().run_in_executor(None, model.load)
+            except Exception as exc:
+                log.exception("the model could not be made")
+                model.state, model.detail = "failed", f"the model could not be made: {exc}"
+                return
+            log.info("model made in %.0f s", time.perf_counter() - started)
+        metrics.set_model(ModelSummary.of(detector))
+        app.state.service = Service(detector, settings, metrics)
+        app.state.pending = None
+        await app.state.service.start()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service = Service(detector, settings, metrics)
-        app.state.service = service
-        starting = asyncio.create_task(service.start())
+        starting = asyncio.create_task(start(app))
         try:
             yield
         finally:
             starting.cancel()
-            await service.stop()
+            if app.state.service is not None:
+                await app.state.service.stop()
 
     app = FastAPI(
         title="vfnet-serve",
-        version=detector.card.version,
+        version=(model.card if isinstance(model, PendingModel) else model.card).version,
         summary="VarifocalNet object detection: boxes ranked by IoU-aware classification score (IACS)",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.pending = model if isinstance(model, PendingModel) else None
     app.include_router(router)
 
     @app.exception_handler(HTTPException)

@@ -18,6 +18,11 @@ class ServeSettings(BaseSettings):
     model: Path | None = Field(None, description="checkpoint or ONNX file; default: the bundled demo model")
     backend: Literal[BACKEND_CHOICES] = Field("auto", description="auto (from the file) | " + " | ".join(BACKEND_NAMES))
     device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
+    engine_cache: Path | None = Field(
+        None,
+        description="with --backend tensorrt and an ONNX --model: the folder of engines built from it, once per TensorRT, GPU and "
+        "file (default ~/.cache/vfnet-serve/engines); while one builds, /readyz says building_engine",
+    )
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
 

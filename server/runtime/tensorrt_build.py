@@ -17,13 +17,47 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .engine_cache import Manifest, Profile, sha256_file
+from .engine_cache import EngineCache, Manifest, Profile, default_profile, sha256_file
 from .model_card import ModelCard, ModelLoadError
 
 NO_TENSORRT = (
     "TensorRT is not installed here: it comes with NVIDIA's container (nvcr.io/nvidia/tensorrt) or NVIDIA's "
     "pip packages on a GPU host (see the README's 'Deploy on a GPU')"
 )
+
+
+def onnx_card(onnx_path: Path) -> ModelCard:
+    """The model card in an ONNX file's metadata (without loading its weights)."""
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"{onnx_path}: no such file")
+    try:
+        import onnx
+    except ImportError:
+        raise ModelLoadError("reading an ONNX file's model card needs onnx: pip install 'vfnet-serve[tensorrt]'") from None
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends
+        raise ModelLoadError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
+    card = ModelCard.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(onnx_path))
+    if card.graph != "detections":
+        raise ModelLoadError(f"{onnx_path}: a --raw graph (head outputs only); export the detections graph for an engine")
+    return card
+
+
+def plugin_library(card: ModelCard, given: Path | None = None) -> Path | None:
+    """The TensorRT plugin library a plugin graph needs: `given`, else our built one; None for none."""
+    if not card.plugins:
+        return None
+    if given is not None:
+        if not given.is_file():
+            raise ModelLoadError(f"--plugin-lib {given}: no such file")
+        return given
+    from vfnet.trt_plugins import PluginNotBuilt, library_path
+
+    try:
+        return library_path("vfnet_trt_plugins")
+    except PluginNotBuilt as exc:
+        raise ModelLoadError(f"the graph needs {', '.join(card.plugins)}: {exc}") from None
 
 
 def import_tensorrt():
@@ -142,3 +176,36 @@ def _progress_monitor(trt, progress: Callable[[str], None]):
             self.steps.pop(phase_name, None)
 
     return Monitor()
+
+
+SERVE_OPTIMIZATION_LEVEL = 3
+SERVE_WORKSPACE_BYTES = 4 << 30
+
+
+def prepare_engine(
+    onnx_path: Path, cache_dir: Path, max_batch_size: int, progress: Callable[[str], None] = lambda message: None
+) -> tuple[ModelCard, Path, Callable[[], None] | None]:
+    """For `vfnet serve --backend tensorrt --model M.onnx`: (card, engine path, build) where build is
+    None when the cache already holds a valid engine for this TensorRT, GPU, file and profile, else
+    the function that builds it (minutes). Fast and strict: no TensorRT, no GPU or a bad file raise
+    ModelLoadError here, before the server starts."""
+    card = onnx_card(onnx_path)
+    profile = default_profile(card, max_batch_size)
+    plugins = plugin_library(card)
+    manifest = running_manifest(onnx_path, card, profile, plugins, SERVE_OPTIMIZATION_LEVEL, SERVE_WORKSPACE_BYTES)
+    cache = EngineCache(cache_dir)
+    engine = cache.path_for(onnx_path.stem, manifest)
+    if cache.valid(engine, manifest):
+        return card, engine, None
+
+    def build() -> None:
+        cache.get_or_build(
+            onnx_path.stem,
+            card,
+            manifest,
+            lambda temporary: build_engine(
+                onnx_path, temporary, profile, plugins, cache_dir / "timing.cache", SERVE_WORKSPACE_BYTES, SERVE_OPTIMIZATION_LEVEL, progress
+            ),
+        )
+
+    return card, engine, build

@@ -38,7 +38,8 @@ def require_api_key(request: Request) -> None:
 def ready_service(request: Request) -> Service:
     """The service, or 503 with the reason it cannot serve now (warming up, worker stopped or stuck)."""
     service = request.app.state.service
-    problem = "the model is still loading" if service is None else service.unready_reason()
+    pending = request.app.state.pending
+    problem = (pending.detail if pending is not None else "the model is still loading") if service is None else service.unready_reason()
     if problem is not None:
         raise busy(f"not ready: {problem}")
     return service

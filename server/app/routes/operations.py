@@ -5,23 +5,28 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.responses import JSONResponse
 
+from ..errors import RETRY_AFTER_S
 from ..schemas import ErrorBody, ModelMetadata
-from .dependencies import ERRORS, ReadyService, require_api_key
+from .dependencies import ERRORS, ReadyService, ready_service, require_api_key
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}})
 async def healthz(request: Request) -> JSONResponse:
-    service = request.app.state.service
-    problem = service.health() if service is not None else None
+    service, pending = request.app.state.service, request.app.state.pending
+    problem = service.health() if service is not None else pending.detail if pending is not None and pending.state == "failed" else None
     if problem is not None:
         return JSONResponse({"detail": f"not alive: {problem}"}, status_code=503)
     return JSONResponse({"status": "alive"})
 
 
 @router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up for every batch size, and while the batch worker serves", responses={503: {"model": ErrorBody}})
-async def readyz(service: ReadyService) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
+    pending = request.app.state.pending
+    if pending is not None:  # still being made (a TensorRT engine build), or failed to be
+        return JSONResponse({"status": pending.state, "detail": f"not ready: {pending.detail}"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    service = ready_service(request)
     return JSONResponse({"status": "ready", "queued_images": service.batcher.queued_images})
 
 

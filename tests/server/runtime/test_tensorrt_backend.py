@@ -38,6 +38,18 @@ def test_serving_an_engine_without_tensorrt_is_one_line_and_exit_1(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@without_tensorrt
+def test_serving_an_onnx_file_on_tensorrt_without_it_fails_before_listening(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "vfnet.server.cli", "serve", "--model", str(DEMO_ONNX), "--backend", "tensorrt", "--engine-cache", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: TensorRT is not installed here")
+    assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 def test_cuda_without_a_gpu_provider_is_a_clear_load_error():
     import onnxruntime
 

@@ -65,9 +65,6 @@ def test_cuda_without_a_gpu_provider_is_a_clear_load_error():
 def test_the_demo_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, tmp_path):
     """fp32: same labels, IoU >= 0.99, |score difference| <= 1e-3. fp16: reported, and the same
     objects found (labels of the top detections)."""
-    from torchvision.ops import box_iou
-    import torch
-
     from vfnet.export import export_onnx
     from vfnet.model import load_checkpoint
     from vfnet.server.runtime.load import DEMO_CHECKPOINT
@@ -80,14 +77,77 @@ def test_the_demo_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, 
     assert built.returncode == 0, built.stderr
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     assert gpu.loaded.backend == "tensorrt" and gpu.card.precision == precision
-    images = [render_image(np.random.default_rng([8800, i]), 384, 512)[0] for i in range(8)]
     worst = 0.0
-    for got, want in zip(gpu.detect(images), cpu.detect(images)):
+    for got, want in zip(gpu.detect(held_out_images(8)), cpu.detect(held_out_images(8))):
         top = min(len(got), len(want), 10)
         assert got.labels[:top].tolist() == want.labels[:top].tolist()
         if precision == "fp32":
-            assert len(got) == len(want)
-            iou = box_iou(torch.from_numpy(got.boxes), torch.from_numpy(want.boxes)).diagonal()
-            assert bool((iou >= 0.99).all()) and float(np.abs(got.scores - want.scores).max()) <= 1e-3
+            assert_close_detections(got, want)
         worst = max(worst, float(np.abs(got.scores[:top] - want.scores[:top]).max()))
     print(f"{precision}: largest |score difference| among the top detections {worst:.2e}")
+
+
+def held_out_images(count: int, seed: int = 8800):
+    return [render_image(np.random.default_rng([seed, i]), 384, 512)[0] for i in range(count)]
+
+
+def assert_close_detections(got, want, iou_at_least=0.99, score_within=1e-3):
+    from torchvision.ops import box_iou
+    import torch
+
+    assert len(got) == len(want) and got.labels.tolist() == want.labels.tolist()
+    if len(got):
+        iou = box_iou(torch.from_numpy(got.boxes), torch.from_numpy(want.boxes)).diagonal()
+        assert bool((iou >= iou_at_least).all()) and float(np.abs(got.scores - want.scores).max()) <= score_within
+
+
+@pytest.mark.gpu
+def test_onnxruntime_on_cuda_detects_what_it_detects_on_the_cpu():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+    gpu, cpu = load_detector(DEMO_ONNX, device="cuda"), load_detector(DEMO_ONNX, device="cpu")
+    assert gpu.loaded.device == "cuda"
+    images = held_out_images(8)
+    for got, want in zip(gpu.detect(images), cpu.detect(images)):
+        assert_close_detections(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_the_plugin_engine_detects_what_onnxruntime_on_the_cpu_detects(tmp_path):
+    from vfnet.export import export_onnx
+    from vfnet.model import load_checkpoint
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+
+    plugin_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_plugin.onnx", plugin=True).path
+    engine = tmp_path / "demo_plugin.engine"
+    built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(plugin_onnx), "--out", str(engine), "--max-batch", "4"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
+    images = held_out_images(8, seed=8801)
+    for got, want in zip(gpu.detect(images), cpu.detect(images)):
+        assert_close_detections(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_the_demo_ap_through_each_engine_is_onnxruntimes(tmp_path):
+    """fp32 within 0.001 AP of ONNX Runtime on the CPU; fp16 at most 0.003 (0.3 points) below."""
+    from vfnet.export import export_onnx
+    from vfnet.model import load_checkpoint
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+    from vfnet.train.evaluate import evaluate
+    from vfnet.train.synth import generate
+
+    data = generate(tmp_path / "val", images=100, seed=2, size=512).parent
+    reference = evaluate(load_detector(DEMO_ONNX, device="cpu", max_pixels=None), data)["AP"]
+    fp16_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
+    for onnx_path, allowed in ((DEMO_ONNX, 0.001), (fp16_onnx, 0.003)):
+        engine = tmp_path / f"{onnx_path.stem}.engine"
+        built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine)], capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr
+        ap = evaluate(load_detector(engine, max_pixels=None), data)["AP"]
+        print(f"{engine.name}: AP {ap:.4f} vs ONNX Runtime CPU {reference:.4f}")
+        assert reference - ap <= allowed

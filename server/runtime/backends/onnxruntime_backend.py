@@ -1,5 +1,9 @@
-"""ONNX Runtime backend: CUDA execution provider when available, else CPU. A `--plugin` export
-runs too: its TensorRT plugin nodes on the CPU, with the plugins' host build (onnxruntime_plugins.py)."""
+"""ONNX Runtime backend: CUDA execution provider when available, else CPU.
+
+A `--plugin` export runs too. Where this onnxruntime has the TensorRT execution provider (built
+against TensorRT 10) and a GPU is asked for, the whole graph goes to TensorRT with our plugin library
+(`trt_extra_plugin_lib_paths`); otherwise its plugin nodes run on the CPU with the plugins' host
+build (onnxruntime_plugins.py) and the rest where the providers put it."""
 
 from __future__ import annotations
 
@@ -39,8 +43,12 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = inter_op_threads
         model: str | bytes = str(path)
         if onnxruntime_plugins.uses_plugins(path):
-            model = onnxruntime_plugins.plugin_model(path)
-            onnxruntime_plugins.register_plugin_ops(options)
+            tensorrt_provider = onnxruntime_plugins.tensorrt_provider(available) if device in ("auto", "cuda") else None
+            if tensorrt_provider is not None:
+                providers = [tensorrt_provider, *providers]
+            else:
+                model = onnxruntime_plugins.plugin_model(path)
+                onnxruntime_plugins.register_plugin_ops(options)
         try:
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
@@ -52,7 +60,7 @@ class OnnxRuntimeBackend:
         names = {i.name for i in self.session.get_inputs()}
         if names != INPUTS:
             raise ModelLoadError(f"{path}: inputs {sorted(names)}, expected {sorted(INPUTS)}")
-        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.device = "cuda" if self.session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider") else "cpu"
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
         feeds = {

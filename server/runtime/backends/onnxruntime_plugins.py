@@ -31,6 +31,21 @@ def uses_plugins(path: Path) -> bool:
         return data.find(PLUGIN_DOMAIN.encode()) >= 0
 
 
+def tensorrt_provider(available: list[str]) -> tuple[str, dict] | None:
+    """ONNX Runtime's TensorRT execution provider with our plugin library, when this onnxruntime has
+    it (onnxruntime-gpu built with TensorRT 10) and `make plugins` built the library; else None.
+    The provider dlopens the register-at-load library and finds StarDeformConv in domain trt.plugins."""
+    if "TensorrtExecutionProvider" not in available:
+        return None
+    from vfnet.trt_plugins import PluginNotBuilt, library_path
+
+    try:
+        plugins = library_path("vfnet_trt_plugins_autoregister")
+    except PluginNotBuilt:
+        return None
+    return "TensorrtExecutionProvider", {"trt_extra_plugin_lib_paths": str(plugins)}
+
+
 def plugin_model(path: Path) -> bytes:
     """The model with its plugin nodes moved to ONNX Runtime's custom-op domain, serialised."""
     try:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vfnet.server.runtime import ModelCard, ModelLoadError
-from vfnet.server.runtime.engine_cache import Profile, default_profile, write_engine
+from vfnet.server.runtime.engine_cache import Profile, default_profile, read_sidecar, write_engine
 from vfnet.server.runtime.tensorrt_build import build_engine, onnx_card, plugin_library, running_manifest
 
 
@@ -45,6 +45,8 @@ def export_trt(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     size = engine.stat().st_size / 1e6
-    print(f"{engine}: {size:.1f} MB, TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} ({manifest.compute_capability}), "
-          f"{card.precision}, images {profile.shapes()['min']} .. {profile.shapes()['max']}; manifest {engine.name}.json")  # fmt: skip
+    built = read_sidecar(engine)[1]
+    print(f"{engine}: {size:.1f} MB built in {built.build_seconds:.0f} s, TensorRT {built.tensorrt_version} on {built.gpu_name} "
+          f"({built.compute_capability}), {card.precision}, images {profile.shapes()['min']} .. {profile.shapes()['max']}; "
+          f"manifest {engine.name}.json")  # fmt: skip
     return 0

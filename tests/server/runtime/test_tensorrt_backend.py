@@ -116,19 +116,26 @@ def test_onnxruntime_on_cuda_detects_what_it_detects_on_the_cpu():
 
 @pytest.mark.gpu
 @pytest.mark.trt
-def test_the_plugin_engine_detects_what_onnxruntime_on_the_cpu_detects(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_plugin_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, tmp_path):
+    """fp32 as close as the plain engine; fp16: the same labels among the top detections, differences reported."""
     from vfnet.export import export_onnx
     from vfnet.model import load_checkpoint
     from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
-    plugin_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_plugin.onnx", plugin=True).path
+    plugin_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_plugin.onnx", plugin=True, fp16=precision == "fp16").path
     engine = tmp_path / "demo_plugin.engine"
     built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(plugin_onnx), "--out", str(engine), "--max-batch", "4"], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     images = held_out_images(8, seed=8801)
     for got, want in zip(gpu.detect(images), cpu.detect(images)):
-        assert_close_detections(got, want)
+        if precision == "fp32":
+            assert_close_detections(got, want)
+        else:
+            top = min(len(got), len(want), 10)
+            print(f"fp16 plugin engine: largest |score difference| among the top detections {float(abs(got.scores[:top] - want.scores[:top]).max()):.2e}")
+            assert got.labels[:top].tolist() == want.labels[:top].tolist()
 
 
 @pytest.mark.gpu

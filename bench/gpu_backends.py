@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import publish  # noqa: E402
+from report import gpu_description, publish  # noqa: E402
 
 from vfnet.export import export_onnx  # noqa: E402
 from vfnet.model import build_vfnet, load_checkpoint  # noqa: E402
@@ -146,8 +146,7 @@ def main() -> int:
     lines = [
         TITLE,
         "",
-        f"GPU: {torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))}); TensorRT "
-        f"{tensorrt.__version__}, torch {torch.__version__}. `python bench/gpu_backends.py` ({args.iterations} calls each). "
+        f"GPU: {gpu_description()}, TensorRT {tensorrt.__version__}. `python bench/gpu_backends.py` ({args.iterations} calls each). "
         "One backend call: padded uint8 images in, detections on the host out. Star share: the star convolutions' share "
         f"of GPU time (torch profiler; TensorRT layer profiler). The paper's VFNet-R50: {PAPER_FPS} images/s on a V100.",
         "",

@@ -35,3 +35,11 @@ def cpu_description() -> str:
     family = next((line.split(":", 1)[1].strip() for line in info if line.startswith("cpu family")), "?")
     number = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model\t")), "?")
     return f"{model} (family {family} model {number}; {' '.join(vector) or 'no AVX'})"
+
+
+def gpu_description() -> str:
+    """The CUDA GPU's name and compute capability, and the torch and CUDA versions, for GPU tables."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} (sm_{major}{minor}), torch {torch.__version__}, CUDA {torch.version.cuda}"

@@ -19,7 +19,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import publish  # noqa: E402
+from report import gpu_description, publish  # noqa: E402
 
 from vfnet.model.head import star_dcn_offset  # noqa: E402
 from vfnet.trt_plugins import library_path  # noqa: E402
@@ -116,8 +116,7 @@ def main() -> int:
     lines = [
         TITLE,
         "",
-        f"GPU: {torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))}), "
-        f"torch {torch.__version__}, CUDA {torch.version.cuda}. `python bench/star_deform_conv_gpu.py` "
+        f"GPU: {gpu_description()}. `python bench/star_deform_conv_gpu.py` "
         f"(median of {args.repeats}, CUDA events). Shape: features [{batch}, {channels}, {height}, {width}] -> "
         f"{out_channels} channels, {gflop:.1f} GFLOP per call.",
         "",

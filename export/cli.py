@@ -24,13 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     targets = parser.add_subparsers(dest="target", required=True, metavar="{onnx,trt}")
-    onnx = targets.add_parser(
+
+    def target(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return targets.add_parser(name, help=summary, description=description, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    onnx = target(
         "onnx",
-        help="one ONNX file: uint8 images in, NMS-ed detections out (standard operators, opset 19)",
-        description="Export the whole inference contract (normalisation, network, decoding, class-aware NMS) "
+        "one ONNX file: uint8 images in, NMS-ed detections out (standard operators, opset 19)",
+        "Export the whole inference contract (normalisation, network, decoding, class-aware NMS) "
         "to one ONNX file with dynamic batch, height and width, metadata inside, checked by onnx.checker.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     onnx.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
     onnx.add_argument("--out", required=True, type=Path, help="output .onnx file")
@@ -46,13 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each star deformable convolution as one StarDeformConv node (our TensorRT plugin, domain trt.plugins); "
         "runs on CPU with the plugin's host build (make plugins)",
     )
-    trt = targets.add_parser(
+    trt = target(
         "trt",
-        help="a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
-        description="Build a TensorRT engine (strongly typed: the ONNX graph's precision) for one shape profile, and "
+        "a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
+        "Build a TensorRT engine (strongly typed: the ONNX graph's precision) for one shape profile, and "
         "write its model card and manifest (TensorRT version, GPU, hashes, profile) to ENGINE.json beside it.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     trt.add_argument("--onnx", required=True, type=Path, help="an ONNX file from `vfnet export onnx` (standard or --plugin)")
     trt.add_argument("--out", required=True, type=Path, help="output .engine file")

@@ -138,7 +138,7 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
 
     app = FastAPI(
         title="vfnet-serve",
-        version=(model.card if isinstance(model, PendingModel) else model.card).version,
+        version=model.card.version,
         summary="VarifocalNet object detection: boxes ranked by IoU-aware classification score (IACS)",
         lifespan=lifespan,
     )

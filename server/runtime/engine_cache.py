@@ -128,6 +128,19 @@ def mismatches(manifest: Manifest, running: Manifest) -> list[str]:
     ]
 
 
+def runtime_mismatches(manifest: Manifest, tensorrt_version: str, compute_capability: str) -> list[str]:
+    """Why an engine cannot run in this process: another TensorRT, or a GPU of another compute
+    capability (TensorRT engines are tied to both). Empty when it can."""
+    return [
+        f"{what}: the engine was built for {built}, this process has {here}"
+        for what, built, here in (
+            ("TensorRT", manifest.tensorrt_version, tensorrt_version),
+            ("compute capability", manifest.compute_capability, compute_capability),
+        )
+        if built != here
+    ]
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

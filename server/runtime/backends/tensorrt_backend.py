@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_cache import read_sidecar
+from ..engine_cache import read_sidecar, runtime_mismatches
 from ..model_card import ModelLoadError
 from ..tensorrt_build import gpu, import_tensorrt
 
@@ -40,15 +40,8 @@ class TensorRTBackend:
             raise ModelLoadError("the tensorrt backend runs on a CUDA GPU; for the CPU serve an ONNX file with the onnxruntime backend")
         trt = import_tensorrt()
         self.card, manifest = read_sidecar(path)
-        gpu_name, capability = gpu()
-        problems = [
-            f"{what}: the engine was built for {built}, this process has {here}"
-            for what, built, here in (
-                ("TensorRT", manifest.tensorrt_version, trt.__version__),
-                ("compute capability", manifest.compute_capability, capability),
-            )
-            if built != here
-        ]
+        _, capability = gpu()
+        problems = runtime_mismatches(manifest, trt.__version__, capability)
         if problems:
             raise ModelLoadError(f"{path}: {'; '.join(problems)}. Build it again here with `vfnet export trt`")
         self.device = "cuda"

@@ -12,7 +12,16 @@ import textwrap
 import pytest
 
 from vfnet.server.runtime import ModelCard, ModelLoadError
-from vfnet.server.runtime.engine_cache import EngineCache, Manifest, Profile, default_profile, mismatches, read_sidecar, sidecar_path
+from vfnet.server.runtime.engine_cache import (
+    EngineCache,
+    Manifest,
+    Profile,
+    default_profile,
+    mismatches,
+    read_sidecar,
+    runtime_mismatches,
+    sidecar_path,
+)
 
 CARD = ModelCard(
     preset="vfnet_r50_fpn", class_names=("person", "car"), precision="fp16", input_size=(1333, 800), size_divisor=32,
@@ -65,6 +74,14 @@ def test_mismatches_name_each_difference():
     assert mismatches(MANIFEST, here) == [
         "tensorrt_version: the engine has '11.1.0', here '10.16.0'",
         "compute_capability: the engine has 'sm_90', here 'sm_80'",
+    ]
+
+
+def test_an_engine_from_another_tensorrt_or_gpu_generation_is_refused_with_both_reasons():
+    assert runtime_mismatches(MANIFEST, "11.1.0", "sm_90") == []
+    assert runtime_mismatches(MANIFEST, "10.16.0", "sm_89") == [
+        "TensorRT: the engine was built for 11.1.0, this process has 10.16.0",
+        "compute capability: the engine was built for sm_90, this process has sm_89",
     ]
 
 

@@ -13,6 +13,7 @@ GPU, the functions raise ModelLoadError with one clear line.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,14 @@ def import_tensorrt():
     return tensorrt
 
 
+@functools.cache
+def load_plugin_library(path: Path) -> None:
+    """Register the creators of a TensorRT plugin library, once per process (building an engine and
+    then serving it both need it; a second registration would be refused)."""
+    if import_tensorrt().get_plugin_registry().load_library(str(path)) is None:
+        raise ModelLoadError(f"{path}: TensorRT could not load this plugin library")
+
+
 def gpu() -> tuple[str, str]:
     """(name, "sm_XY") of CUDA device 0, read with cuda-python; ModelLoadError without a GPU."""
     try:
@@ -121,9 +130,7 @@ def build_engine(
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     if plugin_library is not None:
-        registry = trt.get_plugin_registry()
-        if registry.load_library(str(plugin_library)) is None:
-            raise ModelLoadError(f"{plugin_library}: TensorRT could not load this plugin library")
+        load_plugin_library(plugin_library)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)

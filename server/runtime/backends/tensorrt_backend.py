@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine_cache import read_sidecar, runtime_mismatches
 from ..model_card import ModelLoadError
-from ..tensorrt_build import gpu, import_tensorrt
+from ..tensorrt_build import gpu, import_tensorrt, load_plugin_library
 
 INPUTS = ("images", "image_sizes", "iou_threshold")
 OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -55,8 +55,7 @@ class TensorRTBackend:
                 plugin = library_path("vfnet_trt_plugins")
             except PluginNotBuilt as exc:
                 raise ModelLoadError(f"{path} needs {', '.join(self.card.plugins)}: {exc}") from None
-            if trt.get_plugin_registry().load_library(str(plugin)) is None:
-                raise ModelLoadError(f"{plugin}: TensorRT could not load the plugin library")
+            load_plugin_library(plugin)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:

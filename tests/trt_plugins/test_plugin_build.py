@@ -14,11 +14,9 @@ import pytest
 from vfnet.trt_plugins import library_path, plugin_dir
 from vfnet.trt_plugins.build_report import resource_rows
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from .conftest import NVCC, REPOSITORY
+
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
-NVCC = shutil.which("nvcc") or next(
-    (str(p) for p in (Path("/usr/local/cuda/bin/nvcc"), *REPOSITORY.glob("build/cuda-toolchain/lib/python*/site-packages/nvidia/cu13/bin/nvcc")) if p.is_file()), None
-)
 CUOBJDUMP = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "nvidia" / "cu13" / "bin" / "cuobjdump"
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="no nvcc on this machine: the CUDA kernel is not built")
 

@@ -5,25 +5,19 @@ Needs g++, the CUDA runtime headers and library, and the headers in ../shared/th
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from .conftest import CUDA, REPOSITORY
+
 THIRD_PARTY = next((p for p in (REPOSITORY.parent / "shared" / "third_party", Path("/work/shared/third_party")) if p.is_dir()), None)
 HEADER_SETS = sorted(THIRD_PARTY.glob("tensorrt-*/include")) if THIRD_PARTY else []
-CUDA_CANDIDATES = [Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")), Path("/usr/local/cuda")]
-CUDA_CANDIDATES += REPOSITORY.glob("build/cuda-toolchain/lib/python*/site-packages/nvidia/cu13")  # make cuda-toolchain
-if shutil.which("nvcc"):
-    CUDA_CANDIDATES.append(Path(shutil.which("nvcc")).resolve().parents[1])
-CUDA = next((c for c in CUDA_CANDIDATES if (c / "include" / "cuda_runtime_api.h").is_file()), CUDA_CANDIDATES[0])
 
 
 @pytest.mark.skipif(not HEADER_SETS, reason="no TensorRT headers in ../shared/third_party")
-@pytest.mark.skipif(not (CUDA / "include" / "cuda_runtime_api.h").is_file(), reason="no CUDA runtime headers (CUDA toolkit)")
+@pytest.mark.skipif(CUDA is None, reason="no CUDA toolkit (runtime headers and library)")
 @pytest.mark.parametrize("headers", HEADER_SETS, ids=lambda p: p.parent.name)
 def test_the_glue_against_each_tensorrt_header_set(headers, tmp_path):
     binary = tmp_path / "glue_test"

@@ -137,3 +137,12 @@ def png(size: tuple[int, int] = (40, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (10, 200, 30)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def wait_for_readiness(client, status: int) -> None:
+    """Poll /readyz of an in-process TestClient until it answers `status` (at most ~10 s)."""
+    for _ in range(500):
+        if client.get("/readyz").status_code == status:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"/readyz never answered {status}")

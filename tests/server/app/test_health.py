@@ -4,7 +4,6 @@ Detector over a fake backend that can hang or kill the worker on demand."""
 from __future__ import annotations
 
 import concurrent.futures
-import time
 import warnings
 
 import pytest
@@ -13,7 +12,7 @@ from vfnet.server.app.main import create_app
 from vfnet.server.app.settings import ServeSettings
 from vfnet.server.runtime import Detector
 
-from .conftest import ControlledBackend, png
+from .conftest import ControlledBackend, png, wait_for_readiness
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -28,14 +27,6 @@ def app_and_backend():
         wait_for_readiness(client, 200)
         yield client, backend
         backend.release.set()
-
-
-def wait_for_readiness(client, status: int) -> None:
-    for _ in range(500):
-        if client.get("/readyz").status_code == status:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"/readyz never answered {status}")
 
 
 def post(client):

@@ -12,8 +12,7 @@ from vfnet.server.app.main import PendingModel, create_app
 from vfnet.server.app.settings import ServeSettings
 from vfnet.server.runtime import Detector
 
-from .conftest import ControlledBackend, png
-from .test_health import wait_for_readiness
+from .conftest import ControlledBackend, png, wait_for_readiness
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -128,17 +128,33 @@ def mismatches(manifest: Manifest, running: Manifest) -> list[str]:
     ]
 
 
-def runtime_mismatches(manifest: Manifest, tensorrt_version: str, compute_capability: str) -> list[str]:
-    """Why an engine cannot run in this process: another TensorRT, or a GPU of another compute
-    capability (TensorRT engines are tied to both). Empty when it can."""
-    return [
-        f"{what}: the engine was built for {built}, this process has {here}"
-        for what, built, here in (
-            ("TensorRT", manifest.tensorrt_version, tensorrt_version),
-            ("compute capability", manifest.compute_capability, compute_capability),
-        )
-        if built != here
+def runtime_mismatches(manifest: Manifest, tensorrt_version: str, compute_capability: str, plugin_sha256: str = "") -> list[str]:
+    """Why an engine cannot run in this process: another TensorRT, a GPU of another compute
+    capability (TensorRT engines are tied to both), or, for a plugin graph, another plugin library
+    than the one it was built with (`plugin_sha256`: the hash of the library this process loads).
+    Empty when it can."""
+    checks = [
+        ("TensorRT", manifest.tensorrt_version, tensorrt_version),
+        ("compute capability", manifest.compute_capability, compute_capability),
     ]
+    if manifest.plugin_sha256:
+        checks.append(("plugin library sha256", manifest.plugin_sha256[:16], plugin_sha256[:16]))
+    return [f"{what}: the engine was built for {built}, this process has {here}" for what, built, here in checks if built != here]
+
+
+def timing_cache_path(directory: Path, tensorrt_version: str, compute_capability: str) -> Path:
+    """The builder's timing cache in `directory` (its contents are specific to TensorRT and GPU)."""
+    return directory / f"timing-trt{tensorrt_version}-{compute_capability}.cache"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename: readers see all or nothing."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -157,9 +173,7 @@ def write_sidecar(engine: Path, card: ModelCard, manifest: Manifest) -> Path:
     """The card and manifest beside `engine`, written atomically."""
     path = sidecar_path(engine)
     text = json.dumps({"format": SIDECAR_FORMAT, "card": card.to_metadata(), "manifest": manifest.to_dict()}, indent=2)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_atomically(path, text.encode())
     return path
 
 

@@ -3,9 +3,10 @@
 Used by `vfnet export trt` and by the engine cache of `vfnet serve --backend tensorrt`. The network
 is strongly typed: its precision is the ONNX graph's (`vfnet export onnx --fp16` for float16, since
 TensorRT 11 has no fp16 builder flag). NMS comes through the parser's NonMaxSuppression import
-(INMSLayer). A plugin graph (`--plugin`) needs our plugin library, loaded into TensorRT's registry
-before parsing and embedded in the engine (plugins_to_serialize), so that deserialising it later
-finds the plugin.
+(INMSLayer); DeformConv through TensorRT's own plugin library (ModulatedDeformConv2d), registered
+before parsing. A plugin graph (`--plugin`) needs our plugin library, loaded into TensorRT's registry
+before parsing and again before deserialising (the engine names the plugin, it does not carry it);
+its hash is in the manifest, and the backend refuses another library.
 
 TensorRT and cuda-python are imported only when a function here runs; without them, or without a
 GPU, the functions raise ModelLoadError with one clear line.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .engine_cache import EngineCache, Manifest, Profile, default_profile, sha256_file
+from .engine_cache import EngineCache, Manifest, Profile, default_profile, sha256_file, timing_cache_path, write_atomically
 from .model_card import ModelCard, ModelLoadError
 
 NO_TENSORRT = (
@@ -67,6 +68,15 @@ def import_tensorrt():
     except ImportError:
         raise ModelLoadError(NO_TENSORRT) from None
     return tensorrt
+
+
+@functools.cache
+def register_tensorrt_plugins() -> None:
+    """Register TensorRT's own plugins (libnvinfer_plugin), once per process: the ONNX parser
+    imports DeformConv as its ModulatedDeformConv2d plugin, and such an engine needs it to load."""
+    trt = import_tensorrt()
+    if not trt.init_libnvinfer_plugins(trt.Logger(trt.Logger.WARNING), ""):
+        raise ModelLoadError("TensorRT could not register its own plugins (libnvinfer_plugin); DeformConv needs them")
 
 
 @functools.cache
@@ -129,6 +139,7 @@ def build_engine(
     serialised engine to `out`. Raises ModelLoadError naming what failed (parser errors included)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
+    register_tensorrt_plugins()
     if plugin_library is not None:
         load_plugin_library(plugin_library)
     builder = trt.Builder(logger)
@@ -146,10 +157,7 @@ def build_engine(
     optimisation.set_shape("images", shapes["min"], shapes["opt"], shapes["max"])
     optimisation.set_shape("image_sizes", (profile.min_batch, 2), (profile.opt_batch, 2), (profile.max_batch, 2))
     config.add_optimization_profile(optimisation)
-    if plugin_library is not None:
-        config.plugins_to_serialize = [str(plugin_library)]  # the engine carries its plugin
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _use_timing_cache(config, timing_cache, progress)
     config.progress_monitor = _progress_monitor(trt, progress)
     progress(f"building the engine for {shapes['min']} .. {shapes['max']} (this takes minutes) ...")
     started = time.perf_counter()
@@ -159,8 +167,20 @@ def build_engine(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(serialized))
     if timing_cache is not None:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
     progress(f"built in {time.perf_counter() - started:.0f} s")
+
+
+def _use_timing_cache(config, path: Path | None, progress: Callable[[str], None]) -> None:
+    """Give the builder `path`'s timing cache (it skips timing what it already timed), or a new
+    one when there is none or TensorRT refuses it (another TensorRT or GPU, or a damaged file)."""
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    if blob:
+        cache = config.create_timing_cache(blob)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return
+        progress(f"{path}: a timing cache TensorRT cannot use here; starting a new one")
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
 def _progress_monitor(trt, progress: Callable[[str], None]):
@@ -211,7 +231,14 @@ def prepare_engine(
             card,
             manifest,
             lambda temporary: build_engine(
-                onnx_path, temporary, profile, plugins, cache_dir / "timing.cache", SERVE_WORKSPACE_BYTES, SERVE_OPTIMIZATION_LEVEL, progress
+                onnx_path,
+                temporary,
+                profile,
+                plugins,
+                timing_cache_path(cache_dir, manifest.tensorrt_version, manifest.compute_capability),
+                SERVE_WORKSPACE_BYTES,
+                SERVE_OPTIMIZATION_LEVEL,
+                progress,
             ),
         )
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_cache import read_sidecar, runtime_mismatches
+from ..engine_cache import read_sidecar, runtime_mismatches, sha256_file
 from ..model_card import ModelLoadError
-from ..tensorrt_build import gpu, import_tensorrt, load_plugin_library
+from ..tensorrt_build import gpu, import_tensorrt, load_plugin_library, register_tensorrt_plugins
 
 INPUTS = ("images", "image_sizes", "iou_threshold")
 OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -40,21 +40,17 @@ class TensorRTBackend:
             raise ModelLoadError("the tensorrt backend runs on a CUDA GPU; for the CPU serve an ONNX file with the onnxruntime backend")
         trt = import_tensorrt()
         self.card, manifest = read_sidecar(path)
+        plugin = self._plugin_library(path) if self.card.plugins else None
         _, capability = gpu()
-        problems = runtime_mismatches(manifest, trt.__version__, capability)
+        problems = runtime_mismatches(manifest, trt.__version__, capability, sha256_file(plugin) if plugin else "")
         if problems:
             raise ModelLoadError(f"{path}: {'; '.join(problems)}. Build it again here with `vfnet export trt`")
         self.device = "cuda"
         self._trt = trt
         self._cudart = _cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)
-        if self.card.plugins:
-            from vfnet.trt_plugins import PluginNotBuilt, library_path
-
-            try:
-                plugin = library_path("vfnet_trt_plugins")
-            except PluginNotBuilt as exc:
-                raise ModelLoadError(f"{path} needs {', '.join(self.card.plugins)}: {exc}") from None
+        register_tensorrt_plugins()
+        if plugin is not None:
             load_plugin_library(plugin)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
@@ -86,6 +82,14 @@ class TensorRTBackend:
             self._buffers[name] = (int(device_pointer), host)
             on_host = self.engine.is_shape_inference_io(name)  # shape tensors are read from host memory
             self.context.set_tensor_address(name, int(host_pointer) if on_host else int(device_pointer))
+
+    def _plugin_library(self, path: Path) -> Path:
+        from vfnet.trt_plugins import PluginNotBuilt, library_path
+
+        try:
+            return library_path("vfnet_trt_plugins")
+        except PluginNotBuilt as exc:
+            raise ModelLoadError(f"{path} needs {', '.join(self.card.plugins)}: {exc}") from None
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
         batch, _, height, width = images.shape
@@ -128,6 +132,8 @@ class TensorRTBackend:
 
     def __del__(self):
         cudart = getattr(self, "_cudart", None)
+        if cudart is not None and getattr(self, "_stream", None) is not None:
+            cudart.cudaStreamSynchronize(self._stream)  # no copy may still use a buffer
         for device_pointer, host in getattr(self, "_buffers", {}).values():
             cudart.cudaFree(device_pointer)
             cudart.cudaFreeHost(host.ctypes.data)

@@ -21,6 +21,8 @@ from vfnet.server.runtime.engine_cache import (
     read_sidecar,
     runtime_mismatches,
     sidecar_path,
+    timing_cache_path,
+    write_atomically,
 )
 
 CARD = ModelCard(
@@ -77,12 +79,28 @@ def test_mismatches_name_each_difference():
     ]
 
 
-def test_an_engine_from_another_tensorrt_or_gpu_generation_is_refused_with_both_reasons():
-    assert runtime_mismatches(MANIFEST, "11.1.0", "sm_90") == []
-    assert runtime_mismatches(MANIFEST, "10.16.0", "sm_89") == [
+def test_an_engine_from_another_tensorrt_gpu_generation_or_plugin_library_is_refused_with_each_reason():
+    assert runtime_mismatches(MANIFEST, "11.1.0", "sm_90", "b" * 64) == []
+    assert runtime_mismatches(MANIFEST, "10.16.0", "sm_89", "c" * 64) == [
         "TensorRT: the engine was built for 11.1.0, this process has 10.16.0",
         "compute capability: the engine was built for sm_90, this process has sm_89",
+        f"plugin library sha256: the engine was built for {'b' * 16}, this process has {'c' * 16}",
     ]
+    without_plugin = dataclasses.replace(MANIFEST, plugin_sha256="")
+    assert runtime_mismatches(without_plugin, "11.1.0", "sm_90") == []
+
+
+def test_the_timing_cache_is_one_file_per_tensorrt_and_gpu_generation(tmp_path):
+    names = {timing_cache_path(tmp_path, trt, cc).name for trt in ("10.16.0", "11.1.0") for cc in ("sm_89", "sm_90")}
+    assert len(names) == 4 and "timing-trt11.1.0-sm_90.cache" in names
+
+
+def test_an_atomic_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"old")
+    write_atomically(path, b"new contents")
+    assert path.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["timing.cache"]
 
 
 def fake_build(text: bytes):

@@ -19,7 +19,7 @@ TENSORRT_INCLUDE_DIR ?=
 THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/shared/third_party))
 PLUGIN_BUILD := build/plugins
 
-.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check cuda-toolchain
+.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check cuda-toolchain docker-lint docker-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,35 @@ plugins-check:
 			|| { cat $$out/build.log; exit 1; }; \
 		echo "plugins-check: the TensorRT plugin library compiles against $$name (-Wall -Wextra -Werror)"; \
 	done
+
+# The deployment files (docker/, compose.yaml). Their tools (docker/tools.txt) live in a venv of
+# their own, cached per machine.
+DEPLOY_TOOLS ?= $(HOME)/.cache/vfnet-serve/deploy-tools
+DEPLOY_STAMP := $(DEPLOY_TOOLS)/.installed-$(firstword $(shell cksum docker/tools.txt))
+
+$(DEPLOY_STAMP): docker/tools.txt
+	test -x $(DEPLOY_TOOLS)/bin/python || $(PYTHON) -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/pip install --quiet -r docker/tools.txt
+	touch $@
+
+# Offline checks: hadolint on both Dockerfiles, compose.yaml against the compose spec, and the
+# Kubernetes manifests with kubernetes-validate --strict, as kustomize renders them (without
+# kubectl, file by file; the KServe InferenceService is a CRD: only warned about).
+docker-lint: $(DEPLOY_STAMP)
+	$(DEPLOY_TOOLS)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(DEPLOY_TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	@mkdir -p build
+	@if command -v kubectl > /dev/null; then kubectl kustomize docker/k8s > build/k8s.yaml \
+		&& $(DEPLOY_TOOLS)/bin/kubernetes-validate --strict --quiet build/k8s.yaml && echo "docker-lint: docker/k8s renders and validates"; \
+	else echo "docker-lint: no kubectl here, so the kustomization is not rendered; validating its files one by one"; \
+		$(DEPLOY_TOOLS)/bin/kubernetes-validate --strict --quiet $$(ls docker/k8s/*.yaml | grep -v kustomization); fi
+	$(DEPLOY_TOOLS)/bin/kubernetes-validate --strict docker/k8s/kserve/inferenceservice.yaml
+
+# The CPU image for real under podman (docker/podman/prepare.sh installs podman, buildah and runc
+# where missing and makes the base images, cached per machine): build docker/Dockerfile.cpu, run it,
+# probe it, SIGTERM it during requests, and compose.yaml's CPU service with podman-compose.
+docker-smoke: $(STAMP) $(DEPLOY_STAMP)
+	eval "$$(docker/podman/prepare.sh)" && PATH="$(DEPLOY_TOOLS)/bin:$$PATH" $(BIN)/python -m pytest -m container tests/docker -s
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -82,6 +82,13 @@ class Container:
         env |= {f"VFNET_{key.upper()}": value for key, value in settings.items()}
         podman("run", "-d", "--name", name, "--network", "host", *(f"--env={k}={v}" for k, v in env.items()), image)
 
+    def wait_ready(self) -> None:
+        try:
+            wait_ready(self.url)
+        except AssertionError as exc:
+            logs = podman("logs", self.name, check=False)
+            raise AssertionError(f"{exc}; its log ends:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}") from None
+
     def stop(self, seconds: int) -> tuple[int, float]:
         """SIGTERM (podman stop), SIGKILL after `seconds`: (exit code, seconds it took)."""
         started = time.monotonic()
@@ -97,11 +104,9 @@ class Container:
 def container(image):
     running = Container(image, "vfnet-smoke")
     try:
-        wait_ready(running.url)
+        running.wait_ready()
         yield running
     finally:
-        logs = podman("logs", running.name, check=False)
-        print(logs.stdout[-2000:], logs.stderr[-2000:])
         running.remove()
 
 
@@ -196,7 +201,7 @@ def test_sigterm_during_requests_loses_none_and_exits_0_in_time(image, scene_jpe
     so that admission accepts all of them rather than answering some 503 busy.)"""
     running = Container(image, "vfnet-smoke-sigterm", max_queue_wait_ms="60000")
     try:
-        wait_ready(running.url)
+        running.wait_ready()
         jpegs = [scene_jpegs[i % len(scene_jpegs)] for i in range(12)]
         answers: list[tuple[float, httpx.Response | Exception]] = [None] * len(jpegs)  # (finished at, response)
 

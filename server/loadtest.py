@@ -1,5 +1,10 @@
 """`vfnet loadtest`: put a running service under load with Locust's HTTP client and check latency targets.
 
+Each request carries one image: a raw image body to /detect (`--protocol detect`, the default), or
+an Open Inference Protocol request with the image as binary tensor data to
+/v2/models/<model>/infer (`--protocol v2`, the model's name read from /v1/model), through the same
+service and batcher.
+
 Two modes:
 - `--rate R` (open loop): request i is due at start + i/R, evenly spaced, and is sent when it is due
   whatever the server does: it does not wait for earlier answers, so the load offered does not fall
@@ -15,6 +20,7 @@ that follow is counted, whenever its answer comes: after the window, the generat
 then as transport errors ("timeout").
 
 The report (one line on stdout, the whole in --out, default .loadtest/loadtest.json):
+  protocol, endpoint    "detect" or "v2", and the path the requests went to
   mode                  "rate" or "concurrency"
   offered_rate_rps      R (null in concurrency mode)
   sent, sent_rate_rps   requests sent in the window, and per second of it
@@ -56,6 +62,7 @@ import numpy as np
 
 EXAMPLES = """examples:
   vfnet loadtest --url http://127.0.0.1:8000 --rate 4 --duration 30 --p99-ms 800 --max-error-rate 0.01
+  vfnet loadtest --url http://127.0.0.1:8000 --protocol v2 --rate 4 --duration 30 --p99-ms 800
   vfnet loadtest --url http://127.0.0.1:8000 --images photos/ --concurrency 8 --duration 60 --plot load.png
 """
 
@@ -123,8 +130,8 @@ class LoadGenerator:
     Times are time.perf_counter() seconds; the window is [window_start, window_end).
     """
 
-    def __init__(self, session, images: list[tuple[bytes, str]], path: str, headers: dict, start: float, warmup: float, duration: float):
-        self.session, self.images, self.path, self.headers = session, images, path, headers
+    def __init__(self, session, bodies: list[tuple[bytes, dict]], path: str, headers: dict, start: float, warmup: float, duration: float):
+        self.session, self.bodies, self.path, self.headers = session, bodies, path, headers  # bodies: (bytes, their headers)
         self.start, self.window_start, self.window_end = start, start + warmup, start + warmup + duration
         self.issued = 0  # requests sent, warm-up included
         self.sent = 0  # of those, the ones due in the window
@@ -139,12 +146,12 @@ class LoadGenerator:
         """Send one request due at `due` and, if that falls in the window, record its outcome."""
         number = self.issued
         self.issued += 1
-        data, media_type = self.images[number % len(self.images)]
+        data, body_headers = self.bodies[number % len(self.bodies)]
         measured = self.in_window(due)
         if measured:
             self.sent += 1
             self.unanswered[number] = due
-        response = self.session.post(self.path, data=data, headers={**self.headers, "Content-Type": media_type}, name="detect")
+        response = self.session.post(self.path, data=data, headers={**self.headers, **body_headers}, name=self.path)
         if measured:
             del self.unanswered[number]
             status = int(response.status_code or 0)
@@ -206,7 +213,7 @@ class LoadGenerator:
         return waited_s
 
 
-def run_load(url: str, images, path: str, headers: dict, args) -> tuple[LoadGenerator, float]:
+def run_load(url: str, bodies, path: str, headers: dict, args) -> tuple[LoadGenerator, float]:
     """Run the load of `args` (rate or concurrency, warm-up, window, drain). Returns (the generator, drain s)."""
     from locust.contrib.fasthttp import FastHttpSession  # imports gevent and monkey-patches this process
     from locust.event import EventHook
@@ -216,7 +223,7 @@ def run_load(url: str, images, path: str, headers: dict, args) -> tuple[LoadGene
         url, request_event=EventHook(), user=None, concurrency=pool_size, max_retries=0,
         connection_timeout=10.0, network_timeout=args.warmup + args.duration + args.drain_timeout,  # the drain is the deadline
     )  # fmt: skip
-    generator = LoadGenerator(session, images, path, headers, time.perf_counter(), args.warmup, args.duration)
+    generator = LoadGenerator(session, bodies, path, headers, time.perf_counter(), args.warmup, args.duration)
     if args.rate is not None:
         group, waited = generator.open_loop(args.rate, args.max_in_flight)
     else:
@@ -325,7 +332,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     parser.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait after the window for its last answers (default 60)")
-    parser.add_argument("--endpoint", default="/detect", help="path and query, e.g. '/detect?score_threshold=0.5'")
+    parser.add_argument("--protocol", choices=("detect", "v2"), default="detect", help="detect: raw image bodies to /detect (default); v2: Open Inference Protocol requests (binary tensors)")
+    parser.add_argument("--endpoint", help="path and query (default /detect, or /v2/models/<model>/infer), e.g. '/detect?score_threshold=0.5'")
     parser.add_argument("--api-key", help="sent as X-API-Key")
     parser.add_argument("--p50-ms", type=float)
     parser.add_argument("--p95-ms", type=float)
@@ -341,6 +349,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def served_model(url: str, headers: dict) -> str:
+    """The served model's name (its preset), from /v1/model (raises OSError when unreachable)."""
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/model", headers=headers), timeout=10) as response:
+        return json.loads(response.read())["preset"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     images = load_images(args.images) if args.images else [(data, "image/jpeg") for data in synthetic_images()]
@@ -348,9 +364,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no .jpg/.png/.webp/.bmp images under {args.images}", file=sys.stderr)
         return 2
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    url = args.url.rstrip("/")
+    if args.protocol == "v2":
+        from vfnet.server.app.open_inference import binary_request
 
-    generator, drain_s = run_load(args.url.rstrip("/"), images, args.endpoint, headers, args)
-    report = build_report(args, generator, drain_s)
+        bodies = [binary_request([data]) for data, _ in images]
+    else:
+        bodies = [(data, {"Content-Type": media_type}) for data, media_type in images]
+    if args.endpoint is None:
+        try:
+            args.endpoint = "/detect" if args.protocol == "detect" else f"/v2/models/{served_model(url, headers)}/infer"
+        except OSError as exc:
+            print(f"error: cannot read the served model's name from {url}/v1/model: {exc}", file=sys.stderr)
+            return 2
+
+    generator, drain_s = run_load(url, bodies, args.endpoint, headers, args)
+    report = {"protocol": args.protocol, "endpoint": args.endpoint, **build_report(args, generator, drain_s)}
     missed = missed_targets(args, report)
     report["targets"] = {"p50_ms": args.p50_ms, "p95_ms": args.p95_ms, "p99_ms": args.p99_ms, "max_error_rate": args.max_error_rate}
     report["missed"] = missed

@@ -36,3 +36,8 @@ class ClientGone(Exception):
     def __init__(self, when: str):
         super().__init__(f"client disconnected {when}")
         self.when = when
+
+
+def validation_detail(errors: list[dict]) -> str:
+    """One line naming each invalid parameter, from FastAPI's RequestValidationError.errors()."""
+    return "bad parameters: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors)

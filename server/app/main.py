@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from vfnet.server.runtime import Detector, ModelCard
 
 from .connections import OVER_CAPACITY
-from .errors import RETRY_AFTER_S, ClientGone, RequestFailed
+from .errors import RETRY_AFTER_S, ClientGone, RequestFailed, validation_detail
 from .metrics import Metrics
-from .routes import router
+from .routes import router, v2
 from .schemas import ModelSummary
 from .service import Service
 from .settings import ServeSettings
@@ -46,6 +47,12 @@ def log_access(metrics: Metrics, route: str, status: int, seconds: float, **fiel
     metrics.requests.labels(route, str(status)).inc()
     metrics.request_seconds.labels(route).observe(seconds)
     access_log.info("request", extra={"fields": {"status": status, "ms": round(seconds * 1000, 2), **fields}})
+
+
+def error_body(detail: str) -> dict[str, str]:
+    """The body of an answer made before any route runs: both protocols' error keys, /detect's
+    `detail` and the Open Inference Protocol's `error`."""
+    return {"detail": detail, "error": detail}
 
 
 class RequestContext:
@@ -77,13 +84,13 @@ class RequestContext:
             if scope.get(OVER_CAPACITY):
                 detail = f"server busy: {scope[OVER_CAPACITY]} connections open, the limit is {scope['app'].state.settings.max_connections}"
                 headers = {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"}
-                await JSONResponse({"detail": detail}, status_code=503, headers=headers)(scope, receive, send_with_id)
+                await JSONResponse(error_body(detail), status_code=503, headers=headers)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unexpected error", extra={"fields": {"request_id": request_id}})
             if not status["started"]:
-                response = JSONResponse({"detail": f"internal error (request id {request_id})"}, status_code=500)
+                response = JSONResponse(error_body(f"internal error (request id {request_id})"), status_code=500)
                 await response(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
@@ -147,10 +154,16 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
     app.state.service = None
     app.state.pending = model if isinstance(model, PendingModel) else None
     app.include_router(router)
+    default_openapi = app.openapi
+    app.openapi = lambda: v2.document_served_model(default_openapi(), model.card.preset)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404, 405: no route matched
+        return JSONResponse(error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestFailed)
     async def request_failed(request: Request, exc: RequestFailed) -> JSONResponse:
@@ -158,8 +171,7 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"detail": f"bad parameters: {problems}"}, status_code=422)
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> Response:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vfnet.server.runtime import DetectionResult, Detector, ImageError, PreparedImage
+from vfnet.server.runtime.images import prepare_image
 
 from .batcher import Batcher, BatchStats, Job, Overloaded, ShuttingDown
 from .budget import BudgetTimeout, PixelBudget
@@ -72,6 +73,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.ready = False
+        self.failure: str | None = None  # why the warm-up failed
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.pixel_budget = PixelBudget(settings.pixels_in_flight)
         self.batcher = Batcher(
@@ -90,12 +92,12 @@ class Service:
         self.metrics.images.inc(stats.images)
 
     def health(self) -> str | None:
-        """Liveness: None while the batch worker serves; else what is wrong with it."""
-        return self.batcher.health()
+        """Liveness: None while the batch worker serves; else what is wrong with it (or with the warm-up)."""
+        return self.failure or self.batcher.health()
 
     def unready_reason(self) -> str | None:
         """Readiness: None when requests can be served now; else why not."""
-        return "the model is warming up" if not self.ready else self.health()
+        return self.failure or ("the model is warming up" if not self.ready else self.health())
 
     def check_options(self, options: DetectOptions) -> None:
         """422 naming the first bad option; call it before reading the images."""
@@ -209,18 +211,26 @@ class Service:
     def warm_up(self) -> None:
         """One backend call per batch size the batcher can form, at the model's full input size;
         the timings seed the batcher's wait estimate."""
-        long_side, short_side = self.detector.card.input_size
-        blank = self.detector.prepare(np.zeros((short_side, long_side, 3), dtype=np.uint8))
+        card = self.detector.card
+        long_side, short_side = card.input_size
+        # not subject to max_pixels, which limits uploads (a server may take only smaller images)
+        blank = prepare_image(np.zeros((short_side, long_side, 3), dtype=np.uint8), card.input_size, card.size_divisor, max_pixels=None)
         for size in range(1, self.settings.max_batch_size + 1):
             started = time.perf_counter()
             self.detector.infer([blank] * size)
             self.batcher.estimate.observe(size, time.perf_counter() - started)
 
     async def start(self) -> None:
-        """Start the batcher and warm up in the background; `ready` turns True when done."""
+        """Start the batcher and warm up in the background; `ready` turns True when done. If the
+        warm-up fails, readiness and liveness fail with the reason (an orchestrator restarts us)."""
         self.batcher.start()
         started = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(None, self.warm_up)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.warm_up)
+        except Exception as exc:
+            log.exception("the warm-up failed")
+            self.failure = f"the warm-up failed: {exc}"
+            return
         self.ready = True
         log.info(
             "ready: warmed up batch sizes 1..%d in %.1f s (%.1f ms per image)",

@@ -35,14 +35,29 @@ def require_api_key(request: Request) -> None:
         raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
 
 
+def liveness_problem(request: Request) -> str | None:
+    """None while the process can serve (or is still making its model); else what is wrong: the
+    batch worker stopped or stuck, or the model could not be made."""
+    service, pending = request.app.state.service, request.app.state.pending
+    if service is not None:
+        return service.health()
+    return pending.detail if pending is not None and pending.state == "failed" else None
+
+
+def readiness_problem(request: Request) -> str | None:
+    """None when requests can be served now; else why not (being made, warming up, worker down)."""
+    service, pending = request.app.state.service, request.app.state.pending
+    if service is None:
+        return pending.detail if pending is not None else "the model is still loading"
+    return service.unready_reason()
+
+
 def ready_service(request: Request) -> Service:
     """The service, or 503 with the reason it cannot serve now (warming up, worker stopped or stuck)."""
-    service = request.app.state.service
-    pending = request.app.state.pending
-    problem = (pending.detail if pending is not None else "the model is still loading") if service is None else service.unready_reason()
+    problem = readiness_problem(request)
     if problem is not None:
         raise busy(f"not ready: {problem}")
-    return service
+    return request.app.state.service
 
 
 ReadyService = Annotated[Service, Depends(ready_service)]

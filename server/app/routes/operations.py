@@ -7,15 +7,14 @@ from starlette.responses import JSONResponse
 
 from ..errors import RETRY_AFTER_S
 from ..schemas import ErrorBody, ModelMetadata
-from .dependencies import ERRORS, ReadyService, ready_service, require_api_key
+from .dependencies import ERRORS, ReadyService, liveness_problem, ready_service, require_api_key
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}})
 async def healthz(request: Request) -> JSONResponse:
-    service, pending = request.app.state.service, request.app.state.pending
-    problem = service.health() if service is not None else pending.detail if pending is not None and pending.state == "failed" else None
+    problem = liveness_problem(request)
     if problem is not None:
         return JSONResponse({"detail": f"not alive: {problem}"}, status_code=503)
     return JSONResponse({"status": "alive"})

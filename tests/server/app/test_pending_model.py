@@ -33,12 +33,17 @@ def test_readiness_says_building_engine_until_the_model_is_made_then_it_serves()
         return Detector(backend)
 
     with serve(load) as client:
+        backend_preset = ControlledBackend().card.preset
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         assert ready.json() == {"status": "building_engine", "detail": "not ready: building the TensorRT engine for demo.onnx"}
         assert client.get("/healthz").json() == {"status": "alive"}
         refused = client.post("/detect", files={"image": ("a.png", png(), "image/png")})
         assert refused.status_code == 503 and refused.json()["detail"] == "not ready: building the TensorRT engine for demo.onnx"
+        for response in (client.get("/v2/health/ready"), client.post(f"/v2/models/{backend_preset}/infer", content=b"{}")):
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"  # the Open Inference Protocol's form
+            assert response.json() == {"error": "not ready: building the TensorRT engine for demo.onnx"}
+        assert client.get("/v2/health/live").json() == {"live": True}
         made.set()
         wait_for_readiness(client, 200)
         answer = client.post("/detect", files={"image": ("a.png", png(), "image/png")})
@@ -59,3 +64,5 @@ def test_a_failed_build_fails_readiness_and_liveness_with_the_reason():
         ready, alive = client.get("/readyz"), client.get("/healthz")
         assert ready.json() == {"status": "failed", "detail": "not ready: the model could not be made: TensorRT ran out of GPU memory"}
         assert alive.status_code == 503 and "TensorRT ran out of GPU memory" in alive.json()["detail"]
+        live = client.get("/v2/health/live")
+        assert live.status_code == 503 and "TensorRT ran out of GPU memory" in live.json()["error"]

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_fp16.onnx --fp16     # for TensorRT 11
   vfnet export onnx --weights demo.safetensors --out demo_raw.onnx --raw                 # head outputs, for parity
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_plugin.onnx --plugin # StarDeformConv nodes
+  vfnet export onnx --weights demo.safetensors --out demo_int8.onnx --int8 --calibration photos/   # CPU int8
   vfnet export trt --onnx vfnet_r50_fp16.onnx --out vfnet_r50_fp16.engine --max-batch 8 --timing-cache trt.cache
 """
 
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each star deformable convolution as one StarDeformConv node (our TensorRT plugin, domain trt.plugins); "
         "runs on CPU with the plugin's host build (make plugins)",
     )
+    onnx.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 convolutions (static QDQ, for ONNX Runtime on the CPU), calibrated on --calibration images; the rest stays float32",
+    )
+    onnx.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
+    onnx.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")
     trt = target(
         "trt",
         "a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
@@ -99,6 +107,35 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
-    print(summary)
+    if not args.int8:
+        summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
+        print(summary)
+        return 0
+    return export_int8(model, args, progress)
+
+
+def export_int8(model, args, progress) -> int:
+    """`--int8`: the float32 export, then its convolutions quantized (int8.py)."""
+    import tempfile
+
+    from .int8 import calibration_images, quantize_int8
+    from .onnx_export import export_onnx
+
+    if args.fp16 or args.raw or args.plugin:
+        print("error: --int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", file=sys.stderr)
+        return 2
+    if args.calibration is None or args.calibration_images < 1:
+        print("error: --int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", file=sys.stderr)
+        return 2
+    try:
+        images = calibration_images(args.calibration, args.calibration_images)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        export_onnx(model, fp32, max_detections=args.max_detections, progress=progress)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        quantize_int8(fp32, args.out, images, progress)
+    print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, int8 convolutions calibrated on {len(images)} images from {args.calibration}")
     return 0

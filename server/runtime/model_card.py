@@ -6,7 +6,7 @@ is a string in the metadata: numbers as Python writes them, tuples as JSON lists
 
     format           "vfnet-serve" (what marks the file as ours; not a card field)
     graph            "detections" (the inference contract) or "raw" (head outputs, for parity tests)
-    precision        "fp32" or "fp16": the arithmetic of the graph
+    precision        "fp32", "fp16" or "int8" (int8 convolutions, the rest float32): the arithmetic of the graph
     preset           e.g. "vfnet_r18_demo"
     class_names      JSON list, index = class id
     input_size       JSON [long, short]: keep-ratio fit, long side <= long, short side <= short
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 FORMAT = "vfnet-serve"
 GRAPHS = ("detections", "raw")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class ModelLoadError(ValueError):

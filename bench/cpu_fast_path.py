@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from onnx_vs_eager import gemm_gflops, median_ms, model_gflop  # bench/onnx_vs_eager.py
+from onnx_vs_eager import contract_call, gemm_gflops, median_ms, model_gflop  # bench/onnx_vs_eager.py
 from PIL import Image
 from report import cpu_description, publish  # bench/report.py
 
@@ -64,22 +64,14 @@ def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) 
     rows = []
     for batch, canvas in cases:
         pictures = scenes(batch, seed=43, height=canvas[0], width=canvas[1])
-        images = np.stack([p.transpose(2, 0, 1) for p in pictures])  # [B, 3, H, W] uint8, canvas-sized scenes
-        sizes = np.tile(np.array(canvas, np.int64), (batch, 1))
-        iou = np.array([model.config.iou_threshold], np.float32)
-        feeds = {"images": images, "image_sizes": sizes, "iou_threshold": iou}
-        t_images, t_sizes, t_iou = torch.from_numpy(images), torch.from_numpy(sizes), torch.from_numpy(iou)
-
-        def eager():
-            with torch.inference_mode():
-                model(t_images, t_sizes, t_iou)
-
+        feeds, eager = contract_call(model, np.stack([p.transpose(2, 0, 1) for p in pictures]))  # [B, 3, H, W] uint8 scenes
         timings = {"ORT fp32": [], "ORT int8": [], "eager": []}
         for _ in range(2):  # alternate, so that machine noise hits every path alike
             timings["ORT fp32"].append(median_ms(lambda: fp32.run(None, feeds), max(1, repeats // 2)))
             timings["ORT int8"].append(median_ms(lambda: int8.run(None, feeds), max(1, repeats // 2)))
             timings["eager"].append(median_ms(eager, max(1, repeats // 2)))
-        rows.append({"model": name, "batch": batch, "canvas": canvas, "gflop": model_gflop(model, t_images, t_sizes), **{k: min(v) for k, v in timings.items()}})
+        gflop = model_gflop(model, torch.from_numpy(feeds["images"]), torch.from_numpy(feeds["image_sizes"]))
+        rows.append({"model": name, "batch": batch, "canvas": canvas, "gflop": gflop, **{k: min(v) for k, v in timings.items()}})
         print(rows[-1], flush=True)
     return rows
 

@@ -78,6 +78,20 @@ def model_gflop(model, images, sizes) -> float:
     return (counter.get_total_flops() + dcn * images.shape[0]) / 1e9
 
 
+def contract_call(model, images: np.ndarray):
+    """For canvas-filling uint8 images [B, 3, H, W]: (the ONNX feeds of the contract, a function
+    running the same call in eager PyTorch)."""
+    sizes = np.tile(np.array(images.shape[2:], dtype=np.int64), (len(images), 1))
+    feeds = {"images": images, "image_sizes": sizes, "iou_threshold": np.array([model.config.iou_threshold], np.float32)}
+    tensors = [torch.from_numpy(feeds[name]) for name in ("images", "image_sizes", "iou_threshold")]
+
+    def eager() -> None:
+        with torch.inference_mode():
+            model(*tensors)
+
+    return feeds, eager
+
+
 def median_ms(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -123,23 +137,14 @@ def run(presets, batches, canvases, threads, repeats):
             for canvas in canvases:
                 for batch in batches:
                     rng = np.random.default_rng(0)
-                    images = rng.integers(0, 256, (batch, 3, *canvas), dtype=np.uint8)
-                    sizes = np.tile(np.array(canvas, dtype=np.int64), (batch, 1))
-                    iou = np.array([model.config.iou_threshold], np.float32)
-                    feeds = {"images": images, "image_sizes": sizes, "iou_threshold": iou}
-                    t_images, t_sizes, t_iou = torch.from_numpy(images), torch.from_numpy(sizes), torch.from_numpy(iou)
-
-                    def eager():
-                        with torch.inference_mode():
-                            model(t_images, t_sizes, t_iou)
-
+                    feeds, eager = contract_call(model, rng.integers(0, 256, (batch, 3, *canvas), dtype=np.uint8))
                     # interleave the two backends so that machine noise hits both alike
                     eager_ms, ort_ms = [], []
                     for _ in range(2):
                         eager_ms.append(median_ms(eager, max(1, repeats // 2)))
                         ort_ms.append(median_ms(lambda: session.run(None, feeds), max(1, repeats // 2)))
                     eager_t, ort_t = min(eager_ms), min(ort_ms)
-                    gflop = model_gflop(model, t_images, t_sizes)
+                    gflop = model_gflop(model, torch.from_numpy(feeds["images"]), torch.from_numpy(feeds["image_sizes"]))
                     rows.append(dict(preset=preset, batch=batch, canvas=canvas, eager_ms=eager_t, ort_ms=ort_t, gflop=gflop))
                     print(rows[-1], flush=True)
                     key = (preset, canvas)

@@ -183,7 +183,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     infer = open_inference.read_request(body, request.headers.get(open_inference.HEADER_LENGTH), settings.max_batch_size)
     service.check_options(infer.options)
-    request_id = infer.id or request.scope["state"]["request_id"]
+    request_id = request.scope["state"]["request_id"]  # the sanitised one of the logs; the body's `id` is only echoed
     detections = await service.run_detection(infer.images, infer.options, request_id, started, until_disconnected(request))
     content, headers = open_inference.write_response(name, infer, detections.results)
     return Response(content, headers=headers)

@@ -48,7 +48,7 @@ def test_a_plugin_graphs_card_round_trips():
         (dict(class_names='["a", 3]'), "class_names=.*item 3 is not a str"),
         (dict(class_names="[]"), "class_names must be a non-empty list"),
         (dict(max_detections="many"), "max_detections='many': expected int"),
-        (dict(precision="int8"), "precision 'int8' is not one of fp32, fp16"),
+        (dict(precision="int4"), "precision 'int4' is not one of fp32, fp16, int8"),
         (dict(iou_threshold="1.5"), r"iou_threshold must lie in \[0, 1\]"),
     ],
 )

@@ -19,10 +19,10 @@ from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
 from .. import open_inference
-from ..errors import RequestFailed, busy, validation_detail
+from ..errors import RequestFailed, validation_detail
 from ..service import Service
 from ..uploads import read_body
-from .dependencies import liveness_problem, readiness_problem, ready_service, require_api_key
+from .dependencies import liveness_problem, ready_service, require_api_key
 from .detection import until_disconnected
 
 
@@ -150,9 +150,7 @@ async def live(request: Request) -> JSONResponse:
 
 @router.get("/health/ready", summary="Readiness (as /readyz)", responses={503: ERRORS[503]})
 async def ready(request: Request) -> JSONResponse:
-    problem = readiness_problem(request)
-    if problem is not None:
-        raise busy(f"not ready: {problem}")
+    ready_service(request)  # 503 with the reason when not ready
     return JSONResponse({"ready": True})
 
 

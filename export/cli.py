@@ -1,5 +1,5 @@
-"""`vfnet export onnx ...` (checkpoints to deployable graphs) and `vfnet export trt ...` (ONNX files
-to TensorRT engines; no torch)."""
+"""`vfnet export onnx ...` and `vfnet export openvino ...` (checkpoints to deployable graphs) and
+`vfnet export trt ...` (ONNX files to TensorRT engines; no torch)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   vfnet export onnx --weights demo.safetensors --out demo_raw.onnx --raw                 # head outputs, for parity
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_plugin.onnx --plugin # StarDeformConv nodes
   vfnet export onnx --weights demo.safetensors --out demo_int8.onnx --int8 --calibration photos/   # CPU int8
+  vfnet export openvino --weights vfnet_r50.safetensors --out vfnet_r50_ir/          # CPU bf16: model.xml + .bin
   vfnet export trt --onnx vfnet_r50_fp16.onnx --out vfnet_r50_fp16.engine --max-batch 8 --timing-cache trt.cache
 """
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    targets = parser.add_subparsers(dest="target", required=True, metavar="{onnx,trt}")
+    targets = parser.add_subparsers(dest="target", required=True, metavar="{onnx,openvino,trt}")
 
     def target(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return targets.add_parser(name, help=summary, description=description, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
     onnx.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")
+    openvino = target(
+        "openvino",
+        "an OpenVINO IR (DIR/model.xml + model.bin): the whole contract, NMS included, for CPUs (bfloat16 where they have it)",
+        "Export the whole inference contract to an OpenVINO IR with dynamic batch, height and width and the model card "
+        "in its rt_info. Served by the openvino backend: float32, or bfloat16 on CPUs with AVX512_BF16 or AMX.",
+    )
+    openvino.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
+    openvino.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (model.xml and model.bin are written in it)")
+    openvino.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
     trt = target(
         "trt",
         "a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
@@ -107,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if args.target == "openvino":
+        return export_openvino_ir(model, args, progress)
     if not args.int8:
         summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
         print(summary)
@@ -138,4 +150,20 @@ def export_int8(model, args, progress) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         quantize_int8(fp32, args.out, images, progress)
     print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, int8 convolutions calibrated on {len(images)} images from {args.calibration}")
+    return 0
+
+
+def export_openvino_ir(model, args, progress) -> int:
+    """`openvino`: needs OpenVINO beside torch (pip install 'vfnet-serve[export,openvino]')."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        print("error: vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'", file=sys.stderr)
+        return 1
+    from .openvino_export import export_openvino
+
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file; give a folder (model.xml and model.bin go in it)", file=sys.stderr)
+        return 2
+    print(export_openvino(model, args.out, max_detections=args.max_detections, progress=progress))
     return 0

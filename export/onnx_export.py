@@ -66,15 +66,13 @@ def model_card(model: VFNet, graph: str, precision: str, plugins: tuple[str, ...
 class ExportSummary:
     path: Path
     size_bytes: int
-    opset: int
+    opset: int | None  # the ONNX opset; None for an OpenVINO IR
     inputs: list[str]
     outputs: list[str]
 
     def __str__(self) -> str:
-        return (
-            f"{self.path}: {self.size_bytes / 1e6:.1f} MB, opset {self.opset}; "
-            f"inputs {', '.join(self.inputs)}; outputs {', '.join(self.outputs)}"
-        )
+        opset = f", opset {self.opset}" if self.opset is not None else ""
+        return f"{self.path}: {self.size_bytes / 1e6:.1f} MB{opset}; inputs {', '.join(self.inputs)}; outputs {', '.join(self.outputs)}"
 
 
 def _describe(values: list[onnx.ValueInfoProto]) -> list[str]:

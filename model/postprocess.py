@@ -105,6 +105,17 @@ def _(boxes, scores, score_threshold, iou_threshold, max_detections):
     )
 
 
+def candidates(
+    level_outputs: list[tuple[torch.Tensor, torch.Tensor]], image_sizes: torch.Tensor, strides: tuple[int, ...], nms_pre: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1 and 2's input: every level's `top_candidates`, concatenated, boxes clamped to each
+    image's content (h, w) -> boxes [B, N, 4] xyxy and scores [B, N, C], N = sum of the levels' k."""
+    per_level = [top_candidates(logits, bbox, s, nms_pre) for (logits, bbox), s in zip(level_outputs, strides)]
+    boxes = clamp_to_size(torch.cat([b for b, _ in per_level], dim=1), image_sizes)  # [B, N, 4]
+    scores = torch.cat([s for _, s in per_level], dim=1)  # [B, N, C]
+    return boxes, scores
+
+
 def postprocess(
     level_outputs: list[tuple[torch.Tensor, torch.Tensor]],
     image_sizes: torch.Tensor,
@@ -119,9 +130,7 @@ def postprocess(
     image_sizes [B, 2] holds each image's content (h, w) in input pixels; boxes are clamped to it.
     iou_threshold is a float or a float32 tensor of shape [1].
     """
-    candidates = [top_candidates(logits, bbox, s, nms_pre) for (logits, bbox), s in zip(level_outputs, strides)]
-    boxes = clamp_to_size(torch.cat([b for b, _ in candidates], dim=1), image_sizes)  # [B, N, 4]
-    scores = torch.cat([s for _, s in candidates], dim=1)  # [B, N, C]
+    boxes, scores = candidates(level_outputs, image_sizes, strides, nms_pre)
     if not isinstance(iou_threshold, torch.Tensor):
         iou_threshold = torch.tensor([iou_threshold], dtype=torch.float32)
     return Detections(*multiclass_nms(boxes, scores, score_threshold, iou_threshold, max_detections))

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("vfnet.train.cli:eval_main", "COCO metrics of a model on COCO-format data, through the runtime", SERVE),
     "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format", SERVE),
     "convert-mmdet": ("vfnet.export.convert_cli:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors", MAKE),
-    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (detections or raw head outputs; fp32 or fp16)", MAKE),
+    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (fp32, fp16, int8, raw head outputs) or OpenVINO IR", MAKE),
     "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data", MAKE),
 }
 

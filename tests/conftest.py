@@ -82,3 +82,15 @@ def photo_like_images():
             image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
         images.append(image.astype(np.uint8))
     return images
+
+
+@pytest.fixture(scope="session")
+def demo_ir(tmp_path_factory):
+    """The bundled demo checkpoint as an OpenVINO IR (`vfnet export openvino`; ~70 s, hence once)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("torch")
+    from vfnet.export.openvino_export import export_openvino
+    from vfnet.model import load_checkpoint
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
+
+    return export_openvino(load_checkpoint(DEMO_CHECKPOINT), tmp_path_factory.mktemp("openvino") / "demo").path

@@ -102,7 +102,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from vfnet.server.runtime.backends import BACKEND_CHOICES
+    from vfnet.server.runtime.backends import BACKEND_CHOICES, INFERENCE_PRECISIONS
     from vfnet.server.runtime.load import demo_model
 
     parser = argparse.ArgumentParser(
@@ -113,9 +113,10 @@ def eval_main(argv: list[str] | None = None) -> int:
         "  vfnet eval --model demo.onnx --data data/val --results dets.json",
         formatter_class=Formatter,
     )
-    parser.add_argument("--model", type=Path, help="checkpoint or ONNX file (default: the bundled demo model, ONNX unless --backend torch)")
+    parser.add_argument("--model", type=Path, help="checkpoint, ONNX file or OpenVINO IR (default: the bundled demo model, ONNX unless --backend torch)")
     parser.add_argument("--data", required=True, help="folder with annotations.json and images")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto", help="with an OpenVINO IR: fp32 or bf16 (auto: bf16 where the CPU has it)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--results", type=Path, help="also write the detections in COCO results format")
     parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")
@@ -126,7 +127,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     from .evaluate import evaluate
 
     try:
-        detector = load_detector(args.model or demo_model(args.backend), backend=args.backend, max_pixels=None)
+        detector = load_detector(args.model or demo_model(args.backend), backend=args.backend, precision=args.precision, max_pixels=None)
         with tqdm(unit="img", disable=None, file=sys.stderr) as bar:
             metrics = evaluate(detector, args.data, args.batch_size, args.oracle, args.results, progress=bar.update)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:

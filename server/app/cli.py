@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             max_pixels=settings.max_pixels,
+            precision=settings.precision,
         )
 
     try:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(served, PendingModel):
         log.info("serving %s (%s) with tensorrt at http://%s:%d once %s", model, served.card.preset, settings.host, settings.port, served.detail)
     else:
-        log.info("serving %s (%s) with %s on %s at http://%s:%d", model, served.card.preset, served.loaded.backend, served.loaded.device, settings.host, settings.port)
+        log.info("serving %s (%s) with %s on %s in %s at http://%s:%d", model, served.card.preset, served.loaded.backend, served.loaded.device, served.loaded.precision, settings.host, settings.port)
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal under the handler that was there
     # before it started. An inert handler makes that re-raise a no-op, so a drained server exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -31,13 +31,13 @@ class ModelSummary(BaseModel):
     preset: str = Field(..., examples=["vfnet_r18_demo"])
     backend: str = Field(..., examples=["onnxruntime"])
     device: str = Field(..., examples=["cpu"])
-    precision: str = Field(..., examples=["fp32"])
+    precision: str = Field(..., description="what the backend computes in: fp32, fp16, int8 (int8 convolutions) or bf16", examples=["fp32"])
     version: str = Field(..., examples=["0.1.0"])
 
     @classmethod
     def of(cls, detector: Detector) -> ModelSummary:
         card, loaded = detector.card, detector.loaded
-        return cls(preset=card.preset, backend=loaded.backend, device=loaded.device, precision=card.precision, version=card.version)
+        return cls(preset=card.preset, backend=loaded.backend, device=loaded.device, precision=loaded.precision, version=card.version)
 
 
 class Timing(BaseModel):

@@ -9,15 +9,18 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vfnet.server.runtime.backends import BACKEND_CHOICES, BACKEND_NAMES, DEVICES
+from vfnet.server.runtime.backends import BACKEND_CHOICES, BACKEND_NAMES, DEVICES, INFERENCE_PRECISIONS
 
 
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VFNET_", env_file=".env", extra="ignore")
 
-    model: Path | None = Field(None, description="checkpoint or ONNX file; default: the bundled demo model")
+    model: Path | None = Field(None, description="checkpoint, ONNX file or OpenVINO IR (.xml); default: the bundled demo model")
     backend: Literal[BACKEND_CHOICES] = Field("auto", description="auto (from the file) | " + " | ".join(BACKEND_NAMES))
     device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
+    precision: Literal[INFERENCE_PRECISIONS] = Field(
+        "auto", description="auto (the model's own) | fp32 | bf16: with an OpenVINO IR, its inference precision (auto: bf16 where the CPU has AVX512_BF16 or AMX)"
+    )
     engine_cache: Path | None = Field(
         None,
         description="with --backend tensorrt and an ONNX --model: the folder of engines built from it, once per TensorRT, GPU and "

@@ -50,13 +50,13 @@ class Detector:
     """A loaded model plus the shared pre- and post-processing. Use `load_detector` to make one.
 
     `card` (a ModelCard) is what the model is: class names, preset, precision, input policy, NMS
-    defaults. `loaded` is how it was loaded: backend, device and source file.
+    defaults. `loaded` is how it was loaded: backend, device, the precision it computes in, source file.
     """
 
     def __init__(self, backend: Backend, source: str = "memory", max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.backend = backend
         self.card: ModelCard = backend.card
-        self.loaded = Loaded(backend=backend.name, device=backend.device, source=source)
+        self.loaded = Loaded(backend=backend.name, device=backend.device, precision=backend.precision, source=source)
         self.max_pixels = max_pixels
 
     @property

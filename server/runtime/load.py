@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backends import BACKEND_CHOICES, DEVICES
+from .backends import BACKEND_CHOICES, DEVICES, INFERENCE_PRECISIONS
 from .detector import Detector
 from .images import DEFAULT_MAX_PIXELS
 from .model_card import ModelLoadError
@@ -34,29 +34,42 @@ def load_detector(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
 ) -> Detector:
     """Load a model for inference.
 
-    backend "auto" picks from the file: an ONNX file (`vfnet export onnx`) -> ONNX Runtime, a
-    TensorRT engine (`vfnet export trt`, .engine) -> TensorRT, a vfnet-serve checkpoint
-    (.safetensors) -> the torch backend. device: "auto", "cpu" or "cuda".
+    backend "auto" picks from the file: an ONNX file (`vfnet export onnx`) -> ONNX Runtime, an
+    OpenVINO IR (`vfnet export openvino`, .xml) -> OpenVINO, a TensorRT engine (`vfnet export trt`,
+    .engine) -> TensorRT, a vfnet-serve checkpoint (.safetensors) -> the torch backend.
+    device: "auto", "cpu" or "cuda".
     intra_op_threads / inter_op_threads size the backend's thread pools (torch uses the first).
-    max_pixels caps decoded image size (None: no cap). Raises ModelLoadError with the reason.
+    max_pixels caps decoded image size (None: no cap).
+    precision: "auto" (the artifact's; OpenVINO: bf16 where the CPU has it), or "fp32" / "bf16"
+    for the openvino backend. Raises ModelLoadError with the reason.
     """
     path = Path(path)
     if backend not in BACKEND_CHOICES:
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if device not in DEVICES:
         raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if backend == "auto":
-        backend = "torch" if _looks_like_safetensors(path) else "tensorrt" if path.suffix == ".engine" else "onnxruntime"
-    if backend == "torch":
+        suffixes = {".engine": "tensorrt", ".xml": "openvino"}
+        backend = "torch" if _looks_like_safetensors(path) else suffixes.get(path.suffix, "onnxruntime")
+    if precision != "auto" and backend != "openvino":
+        raise ModelLoadError(f"precision {precision} applies to the openvino backend (an OpenVINO IR); {backend} runs the artifact's own precision: leave it auto")
+    options = {"device": device, "intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads}
+    if backend == "openvino":
+        from .backends.openvino_backend import OpenVINOBackend as chosen
+
+        options["precision"] = precision
+    elif backend == "torch":
         from .backends.torch_backend import TorchBackend as chosen
     elif backend == "tensorrt":
         from .backends.tensorrt_backend import TensorRTBackend as chosen
     else:
         from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
-    backend_object = chosen(path, device=device, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
-    return Detector(backend_object, source=str(path), max_pixels=max_pixels)
+    return Detector(chosen(path, **options), source=str(path), max_pixels=max_pixels)

@@ -1,7 +1,7 @@
 """The model card: what a served artifact is, written in one place and read in one place.
 
-An ONNX export keeps the card in its `metadata_props`, a TensorRT engine will keep it in a JSON
-sidecar, and a torch checkpoint's card is built from the configuration in its header. Every value
+An ONNX export keeps the card in its `metadata_props`, an OpenVINO IR in its rt_info (`vfnet_serve`),
+a TensorRT engine in a JSON sidecar, and a torch checkpoint's card is built from the configuration in its header. Every value
 is a string in the metadata: numbers as Python writes them, tuples as JSON lists.
 
     format           "vfnet-serve" (what marks the file as ours; not a card field)
@@ -127,10 +127,12 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class Loaded:
-    """How a card's artifact was loaded: the backend that runs it, on which device, from which file."""
+    """How a card's artifact was loaded: the backend that runs it, on which device, in which
+    arithmetic, from which file."""
 
     backend: str  # one of backends.BACKEND_NAMES (or a test's own)
     device: str  # "cpu" or "cuda"
+    precision: str  # what the backend computes in: the card's precision, or "bf16" (OpenVINO on an fp32 IR)
     source: str  # the file it was loaded from
 
 

@@ -55,6 +55,7 @@ class OnnxRuntimeBackend:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, source=f"{path} (an ONNX model)")
+        self.precision = self.card.precision
         if self.card.graph != "detections":
             raise ModelLoadError(f"{path}: exported with --raw (head outputs only); export without --raw to serve it")
         names = {i.name for i in self.session.get_inputs()}

@@ -46,6 +46,7 @@ class TensorRTBackend:
         if problems:
             raise ModelLoadError(f"{path}: {'; '.join(problems)}. Build it again here with `vfnet export trt`")
         self.device = "cuda"
+        self.precision = self.card.precision
         self._trt = trt
         self._cudart = _cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)

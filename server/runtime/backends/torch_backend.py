@@ -42,6 +42,7 @@ class TorchBackend:
         self._torch = torch
         precision = "fp16" if next(self.model.parameters()).dtype == torch.float16 else "fp32"
         self.card = ModelCard.from_config(self.model.config, self.model.preset, self.model.class_names, precision, version)
+        self.precision = precision
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
         torch = self._torch

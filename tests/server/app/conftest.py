@@ -103,7 +103,7 @@ class ControlledBackend:
     [1, 1, 20, 20] and a dog (0.6) at [2, 2, 10, 10], in resized pixels. After warm-up, `mode`
     decides a call: "ok", "hang" (until `release` is set) or "die" (raises Fatal)."""
 
-    name, device = "fake", "cpu"
+    name, device, precision = "fake", "cpu", "fp32"
 
     def __init__(self):
         self.card = ModelCard(

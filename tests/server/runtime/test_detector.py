@@ -18,7 +18,7 @@ from vfnet.server.runtime import Detector, ModelCard, ModelLoadError, load_detec
 class FixedBackend:
     """Stands in for a model in these unit tests: returns the same three detections (resized pixels)."""
 
-    name, device = "fixed", "cpu"
+    name, device, precision = "fixed", "cpu", "fp32"
 
     def __init__(self, max_detections=5):
         self.card = ModelCard(

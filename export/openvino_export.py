@@ -1,0 +1,169 @@
+"""Export a VFNet to an OpenVINO IR (`model.xml` + `model.bin`) that carries the whole inference
+contract, for OpenVINO's CPU plugin (float32, or bfloat16 where the CPU has AVX512_BF16 or AMX).
+
+    images        uint8   [B, 3, H, W]  (H, W multiples of 32; B, H, W dynamic)
+    image_sizes   int64   [B, 2]        content (h, w) of each image
+    iou_threshold float32 [1]           class-aware NMS IoU threshold (the model card gives the default)
+ -> boxes [B, K, 4] float32 xyxy, scores [B, K] float32 (IACS), labels [B, K] int64 (-1 pads),
+    num_detections [B] int64
+
+The same contract as the ONNX export, built from two conversions joined into one model:
+
+1. the network up to the NMS candidates (`CandidatesGraph`: normalisation, backbone, FPN, head,
+   per-level top-k, decoding, clamping), through torch.export and OpenVINO's PyTorch frontend, which
+   converts torchvision's deform_conv2d (its ONNX reader has no `DeformConv`);
+2. NMS: the frontend cannot convert our `vfnet::multiclass_nms` op, so the op goes through the ONNX
+   exporter with the translation every ONNX file uses (onnx_nms.py) and OpenVINO's ONNX reader
+   turns that into OpenVINO operators (NonMaxSuppression, TopK, Gather...);
+3. the NMS model's `boxes` and `scores` inputs are replaced by the candidates' outputs.
+
+The model card is kept in the IR's rt_info under `vfnet_serve` (all strings, as in ONNX metadata).
+Weights stay float32 in the .bin; bfloat16 is a choice of the runtime (backends/openvino_backend.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+from vfnet.model import VFNet
+from vfnet.model.postprocess import candidates, multiclass_nms
+
+from vfnet.server.runtime.backends.openvino_backend import CARD_KEY, INPUTS, OUTPUTS
+
+from .onnx_export import OPSET, ExportSummary, model_card
+from .onnx_nms import multiclass_nms_onnx
+
+
+class CandidatesGraph(nn.Module):
+    """(images uint8 [B, 3, H, W], image_sizes [B, 2]) -> NMS candidates: boxes [B, N, 4] xyxy in
+    resized pixels, clamped, and scores [B, N, C] (IACS), as `VFNet.forward` hands them to NMS."""
+
+    def __init__(self, model: VFNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = self.model.raw_outputs(self.model.normalize(images, image_sizes))
+        c = self.model.config
+        return candidates([(logits, refine) for logits, _, refine in levels], image_sizes, c.strides, c.nms_pre)
+
+
+class NmsGraph(nn.Module):
+    """(boxes [B, N, 4], scores [B, N, C], iou_threshold [1]) -> the contract's four outputs."""
+
+    def __init__(self, score_threshold: float, max_detections: int):
+        super().__init__()
+        self.score_threshold, self.max_detections = score_threshold, max_detections
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: torch.Tensor):
+        return multiclass_nms(boxes, scores, self.score_threshold, iou_threshold, self.max_detections)
+
+
+def min_by_arithmetic(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Rewrite each `torch.sym_min(a, b)` on sizes (top_candidates' k = min(nms_pre, h * w)) with
+    + - * //, the only size arithmetic OpenVINO's frontend converts. For sizes a >= 0, b >= 1:
+
+        min(a, b) = a - (a - b) * at_least,   at_least = 1 - 1 // (a // b + 1)   (1 if a >= b, else 0)
+
+    Every quotient stays small: OpenVINO's CPU plugin divides integers through float32, so a
+    formula dividing by a large constant (2**30, say) rounds to the wrong side."""
+    graph = program.graph_module.graph
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target is torch.sym_min]:
+        a, b = node.args
+        with graph.inserting_before(node):
+            steps = [graph.call_function(operator.floordiv, (a, b))]  # a // b
+            steps.append(graph.call_function(operator.add, (steps[-1], 1)))
+            steps.append(graph.call_function(operator.floordiv, (1, steps[-1])))  # 1 if a < b, else 0
+            steps.append(graph.call_function(operator.sub, (1, steps[-1])))  # at_least
+            steps.append(graph.call_function(operator.sub, (a, b)))
+            steps.append(graph.call_function(operator.mul, (steps[-1], steps[-2])))  # max(a - b, 0)
+            steps.append(graph.call_function(operator.sub, (a, steps[-1])))  # min(a, b)
+        for step in steps:
+            step.meta = dict(node.meta)
+        node.replace_all_uses_with(steps[-1])
+        graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
+def export_openvino(
+    model: VFNet,
+    out_dir: str | Path,
+    *,
+    max_detections: int | None = None,
+    example_size: tuple[int, int] = (320, 416),
+    progress: Callable[[str], None] = lambda message: None,
+) -> ExportSummary:
+    """Write `out_dir`/model.xml and model.bin for `model` (left unchanged); returns a summary."""
+    import openvino as ov
+
+    model = copy.deepcopy(model).float().eval()
+    if max_detections is not None:
+        if max_detections < 1:
+            raise ValueError("max_detections must be at least 1")
+        model.config = dataclasses.replace(model.config, max_detections=max_detections)
+    c = model.config
+    height, width = example_size
+    images = torch.zeros(2, 3, height, width, dtype=torch.uint8)
+    image_sizes = torch.tensor([[height, width], [height - 32, width - 64]], dtype=torch.int64)
+    batch, h32, w32 = Dim("batch", min=1, max=256), Dim("h32", min=1, max=1024), Dim("w32", min=1, max=1024)
+
+    progress(f"tracing {model.preset} up to NMS with torch.export and converting it with OpenVINO's PyTorch frontend (the slow step) ...")
+    start = time.perf_counter()
+    with torch.no_grad():
+        program = torch.export.export(
+            CandidatesGraph(model), (images, image_sizes), dynamic_shapes={"images": {0: batch, 2: 32 * h32, 3: 32 * w32}, "image_sizes": {0: batch}}
+        )
+        network = ov.convert_model(min_by_arithmetic(program))
+        boxes, scores = CandidatesGraph(model)(images, image_sizes)
+    progress(f"  done in {time.perf_counter() - start:.1f} s; converting NMS through ONNX ...")
+    nms = _nms_model(ov, boxes, scores, c.score_threshold, c.max_detections)
+
+    # Join: the NMS model's boxes and scores inputs now read the network's two outputs.
+    joined = {p.get_friendly_name(): p for p in nms.get_parameters()}
+    for name, result in zip(("boxes", "scores"), network.get_results()):
+        joined[name].output(0).replace(result.input_value(0))
+    full = ov.Model(nms.get_results(), [*network.get_parameters(), joined["iou_threshold"]], model.preset)
+    for port, name in zip(full.inputs, INPUTS):
+        port.get_tensor().set_names({name})
+    for port, name in zip(full.outputs, OUTPUTS):
+        port.get_tensor().set_names({name})
+    for key, value in model_card(model, graph="detections", precision="fp32").to_metadata().items():
+        full.set_rt_info(value, [CARD_KEY, key])
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    xml = out_dir / "model.xml"
+    ov.save_model(full, str(xml), compress_to_fp16=False)  # float32 weights; the runtime picks the precision
+    size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    described = lambda ports: [f"{p.get_any_name()}{p.get_partial_shape()} {p.get_element_type().get_type_name()}" for p in ports]  # noqa: E731
+    return ExportSummary(xml, size, None, described(full.inputs), described(full.outputs))
+
+
+def _nms_model(ov, boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, max_detections: int):
+    """`vfnet::multiclass_nms` as an OpenVINO model, through our ONNX translation (onnx_nms.py)."""
+    batch, count = Dim("batch", min=1, max=256), Dim("candidates", min=1, max=1_000_000)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="# The axis name")  # torch notes that batch dims are shared
+        program = torch.onnx.export(
+            NmsGraph(score_threshold, max_detections).eval(),
+            (boxes, scores, torch.tensor([0.5])),
+            dynamo=True,
+            opset_version=OPSET,
+            dynamic_shapes={"boxes": {0: batch, 1: count}, "scores": {0: batch, 1: count}, "iou_threshold": None},
+            input_names=["boxes", "scores", "iou_threshold"],
+            output_names=list(OUTPUTS),
+            custom_translation_table={torch.ops.vfnet.multiclass_nms.default: multiclass_nms_onnx},
+            verbose=False,
+        )
+    return ov.Core().read_model(program.model_proto.SerializeToString(), b"")

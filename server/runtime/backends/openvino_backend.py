@@ -1,0 +1,97 @@
+"""OpenVINO backend: runs an IR from `vfnet export openvino` (model.xml + model.bin) on the CPU.
+
+precision picks OpenVINO's inference precision for the IR's float32 weights:
+    "auto"  bfloat16 where the CPU computes it natively (AVX512_BF16 or AMX: OpenVINO lists "BF16"
+            among the CPU's optimisation capabilities), else float32;
+    "fp32"  float32 everywhere;
+    "bf16"  bfloat16, or ModelLoadError on a CPU without it (OpenVINO would quietly run float32).
+What it ran becomes `precision`, reported by /v1/model and vfnet_model_info.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..model_card import ModelCard, ModelLoadError
+from . import INFERENCE_PRECISIONS
+
+CARD_KEY = "vfnet_serve"  # where export/openvino_export.py keeps the model card in the IR's rt_info
+INPUTS = ("images", "image_sizes", "iou_threshold")
+OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+
+
+def cpu_bf16_flags() -> list[str]:
+    """This CPU's bfloat16 flags from /proc/cpuinfo (for messages; OpenVINO's view decides)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in flags if flag in ("avx512_bf16", "amx_bf16")]
+
+
+class OpenVINOBackend:
+    """Serves `path` (an IR .xml with its .bin beside it) on the CPU.
+
+    intra_op_threads: OpenVINO's inference threads (None: its default, every core);
+    inter_op_threads has no OpenVINO counterpart here (one request runs at a time) and is ignored.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None, precision: str = "auto"
+    ):
+        if device == "cuda":
+            raise ModelLoadError("the openvino backend runs on the CPU; for a GPU serve an ONNX file with onnxruntime or tensorrt")
+        if precision not in INFERENCE_PRECISIONS:
+            raise ModelLoadError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelLoadError("the openvino backend needs OpenVINO: pip install 'vfnet-serve[openvino]'") from None
+        if path.suffix != ".xml":
+            raise ModelLoadError(f"{path}: the openvino backend serves an OpenVINO IR (.xml + .bin); make one with `vfnet export openvino`")
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise ModelLoadError(f"{path}: its weights {weights.name} are missing (an OpenVINO IR is two files, .xml and .bin, side by side)")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path), str(weights))
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{path}: OpenVINO cannot read it as an IR ({first_line})") from None
+        meta = {key: str(value) for key, value in model.get_rt_info([CARD_KEY]).value.items()} if model.has_rt_info([CARD_KEY]) else {}
+        self.card = ModelCard.from_metadata(meta, source=f"{path} (an OpenVINO IR)")
+        inputs, outputs = tuple(p.get_any_name() for p in model.inputs), tuple(p.get_any_name() for p in model.outputs)
+        if (inputs, outputs) != (INPUTS, OUTPUTS):
+            raise ModelLoadError(f"{path}: inputs {list(inputs)} and outputs {list(outputs)}, expected {list(INPUTS)} and {list(OUTPUTS)}")
+
+        native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and not native_bf16:
+            flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
+            raise ModelLoadError(f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto")
+        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if intra_op_threads is not None:
+            config["INFERENCE_NUM_THREADS"] = intra_op_threads
+        try:
+            compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{path}: OpenVINO cannot compile it for the CPU ({first_line})") from None
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: one call at a time
+        self.device = "cpu"
+
+    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
+        feeds = {
+            "images": images,
+            "image_sizes": image_sizes.astype(np.int64, copy=False),
+            "iou_threshold": np.array([iou_threshold], dtype=np.float32),
+        }
+        with self._lock:
+            results = self._request.infer(feeds)
+            return tuple(np.array(results[name]) for name in OUTPUTS)  # copies: the request reuses its buffers

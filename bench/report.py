@@ -18,10 +18,12 @@ def write_section(title: str, text: str, path: Path = DOCS) -> None:
     path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
 
 
-def publish(title: str, lines: list[str]) -> int:
-    """Write `lines` as the section headed `title` and print them; the exit code of a benchmark."""
+def publish(title: str, lines: list[str], write: bool = True) -> int:
+    """Print `lines` and, if `write`, write them as the section headed `title` (a --quick run
+    does not); the exit code of a benchmark."""
     text = "\n".join(lines)
-    write_section(title, text)
+    if write:
+        write_section(title, text)
     print(text)
     return 0
 

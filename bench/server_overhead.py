@@ -13,7 +13,13 @@
 The server runs as a real `vfnet serve` process on loopback, with the same ONNX Runtime thread
 count as the in-process detector. Goals: overhead <= 1.15x, throughput >= 0.9x.
 
+With --fast-paths it instead measures the service's throughput (8 clients) on each CPU artifact of
+the demo: the float32 ONNX file, its int8 version (`vfnet export onnx --int8`, calibrated on 32
+synthetic scenes) and its OpenVINO IR (`vfnet export openvino`, needs torch) in float32 and, where
+the CPU has it, bfloat16; one server each, alive together, measured in alternated rounds.
+
     python bench/server_overhead.py [--model demo.onnx]      # writes docs/benchmarks.md (its section)
+    python bench/server_overhead.py --fast-paths             # writes its own section
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ from PIL import Image
 from vfnet.server.runtime import load_detector, make_batch
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
-from report import cpu_description, write_section  # bench/report.py
+from report import cpu_description, publish, write_section  # bench/report.py
 
 SECTION = "## HTTP service overhead (CPU)"
+FAST_PATHS_SECTION = "## HTTP service throughput on the CPU fast paths"
 
 
 MIXED_SHAPES = ((384, 512), (512, 384), (512, 512), (256, 512))  # (h, w): four different padded canvases
@@ -165,6 +172,57 @@ def http_throughput(url: str, images: list[bytes], concurrency: int, requests: i
     return requests / (time.perf_counter() - start)
 
 
+def fast_path_throughput(args, images: list[bytes]) -> None:
+    """The --fast-paths table (see the module docstring)."""
+    import tempfile
+
+    import openvino
+
+    from vfnet.export.int8 import quantize_int8
+    from vfnet.export.openvino_export import export_openvino
+    from vfnet.model import load_checkpoint
+
+    from vfnet.server.runtime.backends.openvino_backend import native_bf16
+
+    native = native_bf16(openvino.Core())
+    with tempfile.TemporaryDirectory() as tmp:
+        calibration = Path(tmp) / "calibration"
+        calibration.mkdir()
+        for i, data in enumerate(test_images(32)):
+            (calibration / f"{i:02d}.jpg").write_bytes(data)
+        int8 = Path(tmp) / "demo_int8.onnx"
+        quantize_int8(args.model, int8, sorted(calibration.glob("*.jpg")))
+        ir = export_openvino(load_checkpoint(DEMO_CHECKPOINT), Path(tmp) / "ir").path
+        artifacts = {"ORT fp32": (args.model, {}), "ORT int8": (int8, {}), "OV fp32": (ir, {"precision": "fp32"})}
+        if native:
+            artifacts["OV bf16"] = (ir, {"precision": "bf16"})
+        servers = {name: start_server(path, args.threads, max_batch=8, max_queue_wait_ms=60_000, **extra) for name, (path, extra) in artifacts.items()}
+        try:
+            rates = {name: [] for name in servers}
+            for _ in range(3):  # alternated rounds
+                for name, (_, url) in servers.items():
+                    http_throughput(url, images, concurrency=8, requests=8)  # warm
+                    rates[name].append(http_throughput(url, images, concurrency=8, requests=args.requests // 3))
+        finally:
+            for process, _ in servers.values():
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+    reference = statistics.mean(rates["ORT fp32"])
+    lines = [
+        FAST_PATHS_SECTION,
+        "",
+        f"`python bench/server_overhead.py --fast-paths` on {cpu_description()}: `vfnet serve` with {args.threads} backend threads and max "
+        "batch 8 on each artifact of the demo, 8 concurrent clients sending 512×384 JPEGs, three alternated rounds of "
+        f"{args.requests // 3} requests per server. " + ("" if native else "OpenVINO bf16: not measured (this CPU has no native bfloat16)."),
+        "",
+        "| artifact | images/s (mean of 3 rounds) | rounds | **vs ORT fp32** |",
+        "|---|---|---|---|",
+    ]
+    for name, values in rates.items():
+        lines.append(f"| {name} | {statistics.mean(values):.1f} | {' / '.join(f'{v:.1f}' for v in values)} | **{statistics.mean(values) / reference:.2f}×** |")
+    publish(FAST_PATHS_SECTION, lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo_onnx = DEMO_CHECKPOINT.with_suffix(".onnx")
@@ -172,8 +230,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--requests", type=int, default=144, help="requests in the concurrency-8 runs (over 3 rounds)")
+    parser.add_argument("--fast-paths", action="store_true", help="the service's throughput on each CPU artifact of the demo instead")
     args = parser.parse_args()
     images = test_images()
+    if args.fast_paths:
+        return fast_path_throughput(args, images)
 
     mixed = test_images(shapes=MIXED_SHAPES)
 

@@ -155,9 +155,9 @@ def export_int8(model, args, progress) -> int:
 
 def export_openvino_ir(model, args, progress) -> int:
     """`openvino`: needs OpenVINO beside torch (pip install 'vfnet-serve[export,openvino]')."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
         print("error: vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'", file=sys.stderr)
         return 1
     from .openvino_export import export_openvino

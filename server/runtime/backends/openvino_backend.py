@@ -23,6 +23,11 @@ INPUTS = ("images", "image_sizes", "iou_threshold")
 OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 
 
+def native_bf16(core) -> bool:
+    """Whether OpenVINO (`core`, an openvino.Core) computes bfloat16 natively on this CPU."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def cpu_bf16_flags() -> list[str]:
     """This CPU's bfloat16 flags from /proc/cpuinfo (for messages; OpenVINO's view decides)."""
     try:
@@ -69,11 +74,11 @@ class OpenVINOBackend:
         if (inputs, outputs) != (INPUTS, OUTPUTS):
             raise ModelLoadError(f"{path}: inputs {list(inputs)} and outputs {list(outputs)}, expected {list(INPUTS)} and {list(OUTPUTS)}")
 
-        native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if precision == "bf16" and not native_bf16:
+        native = native_bf16(core)
+        if precision == "bf16" and not native:
             flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
             raise ModelLoadError(f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto")
-        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
+        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native) else "fp32"
         config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
         if intra_op_threads is not None:
             config["INFERENCE_NUM_THREADS"] = intra_op_threads

@@ -17,6 +17,7 @@ ov = pytest.importorskip("openvino")
 from vfnet.server.app.main import create_app  # noqa: E402
 from vfnet.server.app.settings import ServeSettings  # noqa: E402
 from vfnet.server.runtime import load_detector  # noqa: E402
+from vfnet.server.runtime.backends.openvino_backend import native_bf16  # noqa: E402
 
 from .conftest import wait_for_readiness  # noqa: E402
 
@@ -24,7 +25,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+NATIVE_BF16 = native_bf16(ov.Core())
 
 
 def test_model_summary_and_model_info_report_the_precision_it_runs(demo_ir):

@@ -14,9 +14,9 @@ import pytest
 ov = pytest.importorskip("openvino")
 
 from vfnet.server.runtime import ModelLoadError, load_detector  # noqa: E402
-from vfnet.server.runtime.backends.openvino_backend import CARD_KEY  # noqa: E402
+from vfnet.server.runtime.backends.openvino_backend import CARD_KEY, native_bf16  # noqa: E402
 
-NATIVE_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+NATIVE_BF16 = native_bf16(ov.Core())
 
 
 def foreign_ir(folder, card: dict[str, str] | None = None):

@@ -1,0 +1,143 @@
+"""How closely each CPU fast path finds what ONNX Runtime float32 finds, through the runtime
+(`load_detector(...).detect`, the served pre-processing and filters): ONNX Runtime int8 (`vfnet
+export onnx --int8`), OpenVINO float32 and, where the CPU has it, OpenVINO bfloat16.
+
+- vfnet_r50_fpn with random weights (seed 0, classification bias 0, so that IACS values sit near
+  0.5 and each image has many detections): the network the issue names, without a checkpoint.
+- The demo model with its trained weights.
+
+Both are calibrated (int8) on 32 synthetic scenes of seed 41 and compared on scenes of seed 53.
+For each image, the float32 path's best `--top` detections are each matched to the fast path's
+best-overlapping detection of the same class (any score above the model's floor). Reported: the
+share matched at IoU >= 0.5 (label agreement), the IoU distribution of the matches, and the
+distribution of |score difference|.
+
+    python bench/fast_path_agreement.py            # writes docs/benchmarks.md (section below)
+    python bench/fast_path_agreement.py --quick    # 4 images, the demo only; not written
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import openvino
+import torch
+from PIL import Image
+from report import cpu_description, publish  # bench/report.py
+from torchvision.ops import box_iou
+
+from vfnet.export import export_onnx
+from vfnet.export.int8 import quantize_int8
+from vfnet.export.openvino_export import export_openvino
+from vfnet.model import build_vfnet, load_checkpoint
+from vfnet.server.runtime import load_detector
+from vfnet.server.runtime.backends.openvino_backend import native_bf16
+from vfnet.server.runtime.load import DEMO_CHECKPOINT
+from vfnet.train.synth import render_image
+
+SECTION = "## CPU fast paths: detection agreement with ONNX Runtime float32"
+NATIVE_BF16 = native_bf16(openvino.Core())
+
+
+def jpeg(seed: int, index: int) -> bytes:
+    image = render_image(np.random.default_rng([seed, index]), 384, 512, min_side=48, max_objects=6)[0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def fast_paths(name: str, model, folder: Path) -> dict[str, object]:
+    """Export `model` to every path; name -> Detector, float32 ONNX Runtime first."""
+    calibration = folder / f"{name}_calibration"
+    calibration.mkdir()
+    for i in range(32):
+        (calibration / f"{i:02d}.jpg").write_bytes(jpeg(41, i))
+    fp32 = export_onnx(model, folder / f"{name}.onnx").path
+    quantize_int8(fp32, folder / f"{name}_int8.onnx", sorted(calibration.glob("*.jpg")))
+    ir = export_openvino(model, folder / f"{name}_ir").path
+    paths = {
+        "ORT fp32": load_detector(fp32, device="cpu"),
+        "ORT int8": load_detector(folder / f"{name}_int8.onnx", device="cpu"),
+        "OV fp32": load_detector(ir, precision="fp32"),
+    }
+    if NATIVE_BF16:
+        paths["OV bf16"] = load_detector(ir, precision="bf16")
+    return paths
+
+
+def agreement(reference, other, images: list[bytes], top: int) -> dict[str, float]:
+    """Match `reference`'s best `top` detections per image to `other`'s (see the module docstring)."""
+    overlaps, differences, missed = [], [], 0
+    for data in images:
+        [a], [b] = reference.detect([data]), other.detect([data])
+        for box, score, label in zip(a.boxes[:top], a.scores[:top], a.labels[:top]):
+            same = b.labels == label
+            if not same.any():
+                missed += 1
+                continue
+            ious = box_iou(torch.from_numpy(box[None]).double(), torch.from_numpy(b.boxes[same]).double())[0].numpy()
+            best = int(ious.argmax())
+            if ious[best] < 0.5:
+                missed += 1
+                continue
+            overlaps.append(ious[best])
+            differences.append(abs(float(b.scores[same][best]) - float(score)))
+    overlaps, differences = np.array(overlaps), np.array(differences)
+    return {
+        "detections": len(overlaps) + missed,
+        "matched": len(overlaps) / max(1, len(overlaps) + missed),
+        "iou_p1": np.percentile(overlaps, 1),
+        "iou_p5": np.percentile(overlaps, 5),
+        "iou_median": np.median(overlaps),
+        "iou_min": overlaps.min(),
+        "score_median": np.median(differences),
+        "score_p99": np.percentile(differences, 99),
+        "score_max": differences.max(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=30)
+    parser.add_argument("--top", type=int, default=20, help="float32 detections per image to match (best first)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    count = 4 if args.quick else args.images
+    images = [jpeg(53, i) for i in range(count)]
+    torch.manual_seed(0)
+    r50 = build_vfnet("vfnet_r50_fpn").eval()
+    torch.nn.init.zeros_(r50.bbox_head.vfnet_cls.bias)
+    models = [("vfnet_r18_demo", load_checkpoint(DEMO_CHECKPOINT).eval())] + ([] if args.quick else [("vfnet_r50_fpn (random)", r50)])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models:
+            paths = fast_paths(name.split()[0], model, Path(tmp))
+            reference = paths.pop("ORT fp32")
+            for path_name, detector in paths.items():
+                rows.append({"model": name, "path": path_name, **agreement(reference, detector, images, args.top)})
+                print(rows[-1], flush=True)
+    lines = [
+        SECTION,
+        "",
+        f"`python bench/fast_path_agreement.py` on {cpu_description()}: {count} held-out synthetic scenes (384×512 JPEG, served at the "
+        f"model's input size), the float32 path's best {args.top} detections per image matched to each fast path's detections of the "
+        "same class. " + ("" if NATIVE_BF16 else "OpenVINO bf16: not measured (this CPU has no native bfloat16)."),
+        "",
+        "| model | fast path | fp32 detections | matched (IoU ≥ 0.5, same label) | IoU min / p1 / p5 / median | abs(Δscore) median / p99 / max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['path']} | {r['detections']} | {100 * r['matched']:.1f}% | "
+            f"{r['iou_min']:.3f} / {r['iou_p1']:.3f} / {r['iou_p5']:.3f} / {r['iou_median']:.4f} | "
+            f"{r['score_median']:.4f} / {r['score_p99']:.4f} / {r['score_max']:.4f} |"
+        )
+    return publish(SECTION, lines, write=not args.quick)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

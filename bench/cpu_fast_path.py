@@ -84,11 +84,11 @@ def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) 
     for batch, canvas in cases:
         pictures = scenes(batch, seed=43, height=canvas[0], width=canvas[1])
         feeds, eager = contract_call(model, np.stack([p.transpose(2, 0, 1) for p in pictures]))  # [B, 3, H, W] uint8 scenes
-        calls = {name: call(path, feeds) for name, path in paths.items()} | {"eager": eager}
-        timings = {name: [] for name in calls}
+        calls = {path_name: call(path, feeds) for path_name, path in paths.items()} | {"eager": eager}
+        timings = {path_name: [] for path_name in calls}
         for _ in range(2):  # alternate, so that machine noise hits every path alike
-            for name, fn in calls.items():
-                timings[name].append(median_ms(fn, max(1, repeats // 2)))
+            for path_name, fn in calls.items():
+                timings[path_name].append(median_ms(fn, max(1, repeats // 2)))
         gflop = model_gflop(model, torch.from_numpy(feeds["images"]), torch.from_numpy(feeds["image_sizes"]))
         rows.append({"model": name, "batch": batch, "canvas": canvas, "gflop": gflop, **{k: min(v) for k, v in timings.items()}})
         print(rows[-1], flush=True)
@@ -120,7 +120,9 @@ def main() -> int:
         f"openvino {openvino.__version__}, torch {torch.__version__}. Full contract, median of repeated runs, the paths alternated "
         f"in one process. Float32 GEMM peak measured in the same run: {peak:.0f} GFLOP/s. int8: convolutions only (QDQ); "
         "DeformConv, GroupNorm, decoding and NMS stay float32. "
-        + ("OpenVINO bf16: its inference precision on this CPU's native bfloat16." if NATIVE_BF16 else "OpenVINO bf16: — (this CPU has no native bfloat16; OpenVINO would run float32)."),
+        + ("OpenVINO bf16: its inference precision on this CPU's native bfloat16." if NATIVE_BF16 else "OpenVINO bf16: — (this CPU has no native bfloat16; OpenVINO would run float32).")
+        + " A GFLOP/s share above 100% means the 2048² GEMM measured in this run ran slower than ONNX Runtime's convolutions;"
+        " compare that column within one table only.",
         "",
         "| model | batch | canvas | GFLOP | ORT fp32 ms | ORT int8 ms | **int8 / fp32** | OV fp32 ms | OV fp32 / ORT fp32 | OV bf16 ms | **OV bf16 / ORT fp32** | eager ms | eager / fp32 | ORT fp32 GFLOP/s (% of GEMM) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -100,6 +100,32 @@ def agreement(reference, other, images: list[bytes], top: int) -> dict[str, floa
     }
 
 
+def iou_text(iou: float) -> str:
+    """0.8153, or 1-6e-06 for an IoU too close to 1 for four decimals to show the difference."""
+    return f"{iou:.4f}" if iou < 0.9999 else f"1-{1 - iou:.0e}"
+
+
+def table(rows: list[dict], count: int, top: int) -> list[str]:
+    """The section's lines for `rows` (one per model and fast path, from `agreement`)."""
+    lines = [
+        SECTION,
+        "",
+        f"`python bench/fast_path_agreement.py` on {cpu_description()}: {count} held-out synthetic scenes (384×512 JPEG, served at the "
+        f"model's input size), the float32 path's best {top} detections per image matched to each fast path's detections of the "
+        "same class. " + ("" if NATIVE_BF16 else "OpenVINO bf16: not measured (this CPU has no native bfloat16)."),
+        "",
+        "| model | fast path | fp32 detections | matched (IoU ≥ 0.5, same label) | IoU min / p1 / p5 / median | abs(Δscore) median / p99 / max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['path']} | {r['detections']} | {100 * r['matched']:.1f}% | "
+            f"{' / '.join(iou_text(r[key]) for key in ('iou_min', 'iou_p1', 'iou_p5', 'iou_median'))} | "
+            f"{r['score_median']:.2g} / {r['score_p99']:.2g} / {r['score_max']:.2g} |"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=30)
@@ -120,22 +146,7 @@ def main() -> int:
             for path_name, detector in paths.items():
                 rows.append({"model": name, "path": path_name, **agreement(reference, detector, images, args.top)})
                 print(rows[-1], flush=True)
-    lines = [
-        SECTION,
-        "",
-        f"`python bench/fast_path_agreement.py` on {cpu_description()}: {count} held-out synthetic scenes (384×512 JPEG, served at the "
-        f"model's input size), the float32 path's best {args.top} detections per image matched to each fast path's detections of the "
-        "same class. " + ("" if NATIVE_BF16 else "OpenVINO bf16: not measured (this CPU has no native bfloat16)."),
-        "",
-        "| model | fast path | fp32 detections | matched (IoU ≥ 0.5, same label) | IoU min / p1 / p5 / median | abs(Δscore) median / p99 / max |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['path']} | {r['detections']} | {100 * r['matched']:.1f}% | "
-            f"{r['iou_min']:.3f} / {r['iou_p1']:.3f} / {r['iou_p5']:.3f} / {r['iou_median']:.4f} | "
-            f"{r['score_median']:.4f} / {r['score_p99']:.4f} / {r['score_max']:.4f} |"
-        )
+    lines = table(rows, count, args.top)
     return publish(SECTION, lines, write=not args.quick)
 
 

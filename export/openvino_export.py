@@ -125,7 +125,7 @@ def export_openvino(
             CandidatesGraph(model), (images, image_sizes), dynamic_shapes={"images": {0: batch, 2: 32 * h32, 3: 32 * w32}, "image_sizes": {0: batch}}
         )
         network = ov.convert_model(min_by_arithmetic(program))
-        boxes, scores = CandidatesGraph(model)(images, image_sizes)
+        boxes, scores = CandidatesGraph(model)(images, image_sizes)  # example inputs of the NMS export
     progress(f"  done in {time.perf_counter() - start:.1f} s; converting NMS through ONNX ...")
     nms = _nms_model(ov, boxes, scores, c.score_threshold, c.max_detections)
 

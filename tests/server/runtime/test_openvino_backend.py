@@ -92,6 +92,17 @@ def test_auto_runs_bf16_where_the_cpu_has_it_and_finds_what_fp32_finds(demo_ir):
             assert (inter / union).max() >= 0.6
 
 
+def test_vfnet_serve_refuses_a_precision_it_cannot_run_before_listening(demo_ir):
+    from vfnet.server.runtime.load import DEMO_ONNX
+
+    serve = [sys.executable, "-m", "vfnet.server.cli", "serve", "--port", "0"]
+    done = subprocess.run([*serve, "--model", str(DEMO_ONNX), "--precision", "bf16"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "precision bf16 applies to the openvino backend" in done.stderr and "Traceback" not in done.stderr
+    if not NATIVE_BF16:
+        done = subprocess.run([*serve, "--model", str(demo_ir), "--precision", "bf16"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "has no native bfloat16" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_backend_serves_without_torch(demo_ir):
     script = textwrap.dedent(
         f"""

@@ -7,7 +7,7 @@ through its backend (what `vfnet serve` calls).
 - The demo model: its own weights, int8 calibrated on 32 synthetic scenes of a seed the demo never
   saw. Timed on synthetic scenes (batch 1 and 4, canvases 384×512 and 800×1088).
 - vfnet_r50_fpn: random weights (classification bias -3, as in onnx_vs_eager.py), calibrated on
-  the same scenes. Batch 1 at 800×1088.
+  the same scenes. The same four cases.
 
 Each row gives the median latency, the ratio to ONNX Runtime float32 and GFLOP/s against the
 float32 GEMM rate measured in the same run. The CPU's name and vector flags head the table: the
@@ -108,11 +108,11 @@ def main() -> int:
     torch.manual_seed(0)
     r50 = build_vfnet("vfnet_r50_fpn").eval()
     torch.nn.init.constant_(r50.bbox_head.vfnet_cls.bias, -3.0)
-    demo_cases = [(1, (384, 512))] if args.quick else [(b, c) for c in ((384, 512), (800, 1088)) for b in (1, 4)]
+    cases = [(1, (384, 512))] if args.quick else [(b, c) for c in ((384, 512), (800, 1088)) for b in (1, 4)]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = rows_for("vfnet_r18_demo", demo, demo_cases, args.threads, 2 if args.quick else args.repeats, Path(tmp))
+        rows = rows_for("vfnet_r18_demo", demo, cases, args.threads, 2 if args.quick else args.repeats, Path(tmp))
         if not args.quick:
-            rows += rows_for("vfnet_r50_fpn", r50, [(1, (800, 1088))], args.threads, args.repeats, Path(tmp))
+            rows += rows_for("vfnet_r50_fpn", r50, cases, args.threads, args.repeats, Path(tmp))
     lines = [
         SECTION,
         "",

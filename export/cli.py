@@ -30,19 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     def target(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return targets.add_parser(name, help=summary, description=description, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
 
+    def from_checkpoint(parser: argparse.ArgumentParser, out_help: str, **out) -> None:
+        """The arguments of every target made from a checkpoint."""
+        parser.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
+        parser.add_argument("--out", required=True, type=Path, help=out_help, **out)
+        parser.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
+
     onnx = target(
         "onnx",
         "one ONNX file: uint8 images in, NMS-ed detections out (standard operators, opset 19)",
         "Export the whole inference contract (normalisation, network, decoding, class-aware NMS) "
         "to one ONNX file with dynamic batch, height and width, metadata inside, checked by onnx.checker.",
     )
-    onnx.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
-    onnx.add_argument("--out", required=True, type=Path, help="output .onnx file")
+    from_checkpoint(onnx, "output .onnx file")
     onnx.add_argument("--fp16", action="store_true", help="float16 network (outputs stay float32); for TensorRT 11")
     onnx.add_argument(
         "--fp16-storage", action="store_true", help="store weights as float16 where they restore exactly (about half the file; computes in float32)"
     )
-    onnx.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
     onnx.add_argument("--raw", action="store_true", help="output the raw per-level head tensors instead of detections")
     onnx.add_argument(
         "--plugin",
@@ -63,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Export the whole inference contract to an OpenVINO IR with dynamic batch, height and width and the model card "
         "in its rt_info. Served by the openvino backend: float32, or bfloat16 on CPUs with AVX512_BF16 or AMX.",
     )
-    openvino.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
-    openvino.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (model.xml and model.bin are written in it)")
-    openvino.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
+    from_checkpoint(openvino, "output folder (model.xml and model.bin are written in it)", metavar="DIR")
     trt = target(
         "trt",
         "a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",

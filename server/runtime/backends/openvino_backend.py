@@ -28,6 +28,12 @@ def native_bf16(core) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def reason(exc: Exception) -> str:
+    """The line of an OpenVINO error that says what failed (the others name source files and checks)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith(("Exception from", "Check '"))]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def cpu_bf16_flags() -> list[str]:
     """This CPU's bfloat16 flags from /proc/cpuinfo (for messages; OpenVINO's view decides)."""
     try:
@@ -66,8 +72,7 @@ class OpenVINOBackend:
         try:
             model = core.read_model(str(path), str(weights))
         except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{path}: OpenVINO cannot read it as an IR ({first_line})") from None
+            raise ModelLoadError(f"{path}: OpenVINO cannot read it as an IR ({reason(exc)})") from None
         meta = {key: str(value) for key, value in model.get_rt_info([CARD_KEY]).value.items()} if model.has_rt_info([CARD_KEY]) else {}
         self.card = ModelCard.from_metadata(meta, source=f"{path} (an OpenVINO IR)")
         inputs, outputs = tuple(p.get_any_name() for p in model.inputs), tuple(p.get_any_name() for p in model.outputs)
@@ -85,8 +90,7 @@ class OpenVINOBackend:
         try:
             compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{path}: OpenVINO cannot compile it for the CPU ({first_line})") from None
+            raise ModelLoadError(f"{path}: OpenVINO cannot compile it for the CPU ({reason(exc)})") from None
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one call at a time
         self.device = "cpu"

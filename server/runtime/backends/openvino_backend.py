@@ -5,7 +5,8 @@ precision picks OpenVINO's inference precision for the IR's float32 weights:
             among the CPU's optimisation capabilities), else float32;
     "fp32"  float32 everywhere;
     "bf16"  bfloat16, or ModelLoadError on a CPU without it (OpenVINO would quietly run float32).
-What it ran becomes `precision`, reported by /v1/model and vfnet_model_info.
+The compiled model's own precision, read back, becomes `precision`, reported by /v1/model and
+vfnet_model_info.
 """
 
 from __future__ import annotations
@@ -79,18 +80,19 @@ class OpenVINOBackend:
         if (inputs, outputs) != (INPUTS, OUTPUTS):
             raise ModelLoadError(f"{path}: inputs {list(inputs)} and outputs {list(outputs)}, expected {list(INPUTS)} and {list(OUTPUTS)}")
 
-        native = native_bf16(core)
-        if precision == "bf16" and not native:
-            flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
-            raise ModelLoadError(f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto")
-        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and native) else "fp32"
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        wanted = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(core)) else "fp32"
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if wanted == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
         if intra_op_threads is not None:
             config["INFERENCE_NUM_THREADS"] = intra_op_threads
         try:
             compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
             raise ModelLoadError(f"{path}: OpenVINO cannot compile it for the CPU ({reason(exc)})") from None
+        # What the compiled model runs, read back: on a CPU without bf16 OpenVINO falls back to f32.
+        self.precision = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
+        if precision == "bf16" and self.precision != "bf16":
+            flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
+            raise ModelLoadError(f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto")
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one call at a time
         self.device = "cpu"

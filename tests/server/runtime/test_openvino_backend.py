@@ -76,20 +76,26 @@ def test_bf16_on_a_cpu_without_it_is_refused_and_auto_runs_fp32(demo_ir):
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="needs a CPU with AVX512_BF16 or AMX (OpenVINO lists BF16)")
 def test_auto_runs_bf16_where_the_cpu_has_it_and_finds_what_fp32_finds(demo_ir):
-    """bfloat16 keeps 8 bits of mantissa: the bounds are those of the int8 test (test_int8_export.py)."""
-    bf16, fp32 = load_detector(demo_ir), load_detector(demo_ir, precision="fp32")
-    assert bf16.loaded.precision == "bf16" and fp32.loaded.precision == "fp32"
+    """bfloat16 keeps 8 bits of mantissa, about int8's error: the criterion of the int8 test
+    (test_int8_export.py): each float32 detection above 0.3 has a same-class bf16 detection at
+    IoU >= 0.5 (bf16 thresholded lower, since a score near 0.3 may cross it)."""
+    torch = pytest.importorskip("torch")
+    from torchvision.ops import box_iou
+
     from vfnet.train.synth import render_image
 
+    bf16, fp32 = load_detector(demo_ir), load_detector(demo_ir, precision="fp32")
+    assert bf16.loaded.precision == "bf16" and fp32.loaded.precision == "fp32"
     images = [render_image(np.random.default_rng([77, i]), 384, 512, min_side=48, max_objects=5)[0] for i in range(8)]
-    for a, b in zip(fp32.detect(images, score_threshold=0.3), bf16.detect(images, score_threshold=0.2)):
+    compared, lost = 0, []
+    for index, (a, b) in enumerate(zip(fp32.detect(images, score_threshold=0.3), bf16.detect(images, score_threshold=0.2))):
         for box, label in zip(a.boxes, a.labels):
             same = b.boxes[b.labels == label]
-            assert len(same), f"class {label} lost"
-            top_left, bottom_right = np.maximum(same[:, :2], box[:2]), np.minimum(same[:, 2:], box[2:])
-            inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-            union = np.prod(box[2:] - box[:2]) + np.prod(same[:, 2:] - same[:, :2], axis=1) - inter
-            assert (inter / union).max() >= 0.6
+            best = box_iou(torch.from_numpy(box[None]), torch.from_numpy(same)).max().item() if len(same) else 0.0
+            compared += 1
+            if best < 0.5:
+                lost.append(f"image {index}: class {label} {box.round(1)} (best bf16 IoU {best:.2f})")
+    assert compared >= 10 and lost == [], "\n".join(lost)
 
 
 def test_vfnet_serve_refuses_a_precision_it_cannot_run_before_listening(demo_ir):

@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "openvino":
         return export_openvino_ir(model, args, progress)
     if not args.int8:
-        summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
+        try:
+            summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
+        except ValueError as exc:  # e.g. --plugin for a model without star convolutions
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(summary)
         return 0
     return export_int8(model, args, progress)

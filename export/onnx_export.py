@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from vfnet.model import VFNet
+from vfnet.model import VFNet, VFNetConfig
 from vfnet.model.checkpoint import project_version
 from vfnet.server.runtime.model_card import ModelCard
 
@@ -42,7 +42,8 @@ LEVEL_NAMES = ("p3", "p4", "p5", "p6", "p7")
 
 class RawHeadGraph(nn.Module):
     """(images, image_sizes) -> the head's per-level tensors, flattened: for each level
-    cls_logits [B, C, h, w], bbox_init [B, 4, h, w], bbox_refine [B, 4, h, w] (float32)."""
+    cls_logits [B, C, h, w], bbox_init [B, 4, h, w], bbox_refine [B, 4, h, w] and, for the
+    ablation's centerness variant, centerness [B, 1, h, w] (float32)."""
 
     def __init__(self, model: VFNet):
         super().__init__()
@@ -50,11 +51,13 @@ class RawHeadGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         levels = self.model.raw_outputs(self.model.normalize(images, image_sizes))
-        return tuple(t.float() for level in levels for t in level)
+        return tuple(t.float() for level in levels for t in level if t is not None)
 
 
-def raw_output_names(num_levels: int = 5) -> list[str]:
-    return [f"{kind}_{LEVEL_NAMES[i]}" for i in range(num_levels) for kind in ("cls_logits", "bbox_init", "bbox_refine")]
+def raw_output_names(config: VFNetConfig) -> list[str]:
+    """RawHeadGraph's output names, in its order: `cls_logits_p3`, `bbox_init_p3`, ..."""
+    kinds = ("cls_logits", "bbox_init", "bbox_refine") + ("centerness",) * config.centerness
+    return [f"{kind}_{LEVEL_NAMES[i]}" for i in range(len(config.strides)) for kind in kinds]
 
 
 def model_card(model: VFNet, graph: str, precision: str, plugins: tuple[str, ...] = ()) -> ModelCard:
@@ -119,7 +122,7 @@ def export_onnx(
     if raw:
         graph, args = RawHeadGraph(model).eval(), (images, image_sizes)
         dynamic_shapes = {"images": image_dims, "image_sizes": {0: batch}}
-        input_names, output_names = ["images", "image_sizes"], raw_output_names(len(model.config.strides))
+        input_names, output_names = ["images", "image_sizes"], raw_output_names(model.config)
     else:
         graph, args = model, (images, image_sizes, torch.tensor([model.config.iou_threshold]))
         dynamic_shapes = {"images": image_dims, "image_sizes": {0: batch}, "iou_threshold": None}

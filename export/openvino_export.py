@@ -46,16 +46,16 @@ from .onnx_nms import multiclass_nms_onnx
 
 class CandidatesGraph(nn.Module):
     """(images uint8 [B, 3, H, W], image_sizes [B, 2]) -> NMS candidates: boxes [B, N, 4] xyxy in
-    resized pixels, clamped, and scores [B, N, C] (IACS), as `VFNet.forward` hands them to NMS."""
+    resized pixels, clamped, and scores [B, N, C] (the IACS, or the model's own score), as
+    `VFNet.forward` hands them to NMS."""
 
     def __init__(self, model: VFNet):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = self.model.raw_outputs(self.model.normalize(images, image_sizes))
         c = self.model.config
-        return candidates([(logits, refine) for logits, _, refine in levels], image_sizes, c.strides, c.nms_pre)
+        return candidates(self.model.ranked_outputs(images, image_sizes), image_sizes, c.strides, c.nms_pre)
 
 
 class NmsGraph(nn.Module):

@@ -47,9 +47,13 @@ class StarDeformConvNode(nn.Module):
 
 
 def with_plugin_nodes(model: VFNet) -> VFNet:
-    """A copy of `model` whose two star convolutions export as StarDeformConv nodes."""
+    """A copy of `model` whose star convolutions (two, or one without box refinement) export as
+    StarDeformConv nodes. ValueError for a model without any (the ablation's `star_dcn=False`)."""
     model = copy.deepcopy(model)
     head = model.bbox_head
-    head.vfnet_reg_refine_dconv = StarDeformConvNode(head.vfnet_reg_refine_dconv)
-    head.vfnet_cls_dconv = StarDeformConvNode(head.vfnet_cls_dconv)
+    names = [name for name in ("vfnet_reg_refine_dconv", "vfnet_cls_dconv") if isinstance(getattr(head, name), StarDeformConv2d)]
+    if not names:
+        raise ValueError("this model has no star deformable convolution (star_dcn=False): export it without --plugin")
+    for name in names:
+        setattr(head, name, StarDeformConvNode(getattr(head, name)))
     return model

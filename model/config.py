@@ -35,6 +35,11 @@ class VFNetConfig:
     reg_denoms: tuple[int, ...] = (64, 128, 256, 512, 1024)  # initial box = exp(scale * x) * reg_denom
     gradient_mul: float = 0.1  # share of the star-offset gradient that reaches the initial box
 
+    # --- the ablation's variants (docs/ablation.md); the defaults are VFNet ---
+    star_dcn: bool = True  # False: plain 3x3 convs (same `weight`, regular grid) replace the two star dconvs
+    box_refinement: bool = True  # False: no refine branch; IACS target and boxes from the initial regression
+    centerness: bool = False  # True: an FCOS/ATSS centerness branch; score = sigmoid(cls) * sigmoid(centerness)
+
     # --- inference (official test_cfg of mmdetection 2.10) ---
     nms_pre: int = 1000  # per level, keep this many locations by max class score before the threshold
     score_threshold: float = 0.05  # keep (box, class) pairs with IACS strictly above this

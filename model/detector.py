@@ -21,7 +21,7 @@ from torch import nn
 from .backbone import Backbone
 from .config import VFNetConfig
 from .fpn import FPN
-from .head import VFNetHead
+from .head import LevelOutputs, VFNetHead
 from .postprocess import Detections, postprocess
 
 COCO_CLASSES = (
@@ -70,18 +70,21 @@ class VFNet(nn.Module):
         )  # [B, H, W]
         return (x * inside[:, None].to(x.dtype)).to(self.backbone.conv1.weight.dtype)
 
-    def raw_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Normalised float x [B, 3, H, W] -> per level (cls_logits [B, C, h, w],
-        bbox_init [B, 4, h, w], bbox_refine [B, 4, h, w]); boxes as (l, t, r, b) pixel distances."""
+    def raw_outputs(self, x: torch.Tensor) -> list[LevelOutputs]:
+        """Normalised float x [B, 3, H, W] -> per level LevelOutputs(cls_logits [B, C, h, w],
+        bbox_init [B, 4, h, w], bbox_refine [B, 4, h, w], centerness); boxes as (l, t, r, b) pixel distances."""
         return self.bbox_head(self.neck(self.backbone(x)))
+
+    def ranked_outputs(self, images: torch.Tensor, image_sizes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """What NMS ranks: per level (scores [B, C, h, w] float32, final boxes [B, 4, h, w] (l, t, r, b))."""
+        return [(level.scores(), level.bbox_refine) for level in self.raw_outputs(self.normalize(images, image_sizes))]
 
     def forward(
         self, images: torch.Tensor, image_sizes: torch.Tensor, iou_threshold: torch.Tensor | None = None
     ) -> Detections:
-        levels = self.raw_outputs(self.normalize(images, image_sizes))
         c = self.config
         return postprocess(
-            [(logits, refine) for logits, _, refine in levels],
+            self.ranked_outputs(images, image_sizes),
             image_sizes,
             c.strides,
             c.nms_pre,

@@ -14,13 +14,23 @@ star_dcn_offset(bbox_init, s_l), the star of each cell's initial box.
 
 Boxes are (l, t, r, b): distances in input-image pixels from the level's anchor point (j*s, i*s)
 to the left, top, right and bottom edges. IACS = sigmoid(cls_logits).
+
+The ablation's variants are constructor settings (VFNetConfig), each choosing modules, never a
+branch on a flag passed to `forward`; parameter names stay the official ones:
+- `star_dcn=False`: GridConv2d (a plain 3x3 conv with the same `weight`) in place of both dconvs;
+- `box_refinement=False`: no vfnet_reg_refine_dconv / vfnet_reg_refine / scales_refine; the final
+  box is bbox_init itself;
+- `centerness=True`: `conv_centerness` (FCOS's name), a 3x3 conv on reg_feat giving one logit per
+  cell; the test-time score becomes sigmoid(cls_logits) * sigmoid(centerness).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import VFNetConfig
@@ -71,6 +81,44 @@ class StarDeformConv2d(nn.Module):
         return deform_conv2d(x, offset, self.weight)
 
 
+class GridConv2d(nn.Module):
+    """Ablation (d)'s stand-in for StarDeformConv2d: the same 3x3 conv without bias and the same
+    parameter (`weight` [C_out, C_in, 3, 3]), sampling the regular 3x3 grid around each cell.
+
+    forward(x [B, C_in, H, W], bbox_init, stride) -> [B, C_out, H, W]; bbox_init and stride are
+    taken (StarDeformConv2d's interface) and ignored.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor, bbox_init: torch.Tensor, stride: int) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), padding=1)
+
+
+class LevelOutputs(NamedTuple):
+    """One FPN level's head outputs. Boxes are (l, t, r, b) pixel distances from the level's points.
+
+    cls_logits [B, C, h, w]; bbox_init [B, 4, h, w]; bbox_refine [B, 4, h, w] (the final box: bbox_init
+    itself when the head has no refinement); centerness [B, 1, h, w] logits, or None without that branch.
+    """
+
+    cls_logits: torch.Tensor
+    bbox_init: torch.Tensor
+    bbox_refine: torch.Tensor
+    centerness: torch.Tensor | None = None
+
+    def scores(self) -> torch.Tensor:
+        """The test-time ranking score [B, C, h, w] float32: the IACS sigmoid(cls_logits), or
+        sigmoid(cls_logits) * sigmoid(centerness) (broadcast over classes) with a centerness branch."""
+        scores = self.cls_logits.float().sigmoid()
+        if self.centerness is None:
+            return scores
+        return scores * self.centerness.float().sigmoid()
+
+
 def _tower_conv(in_channels: int, config: VFNetConfig, deformable: bool) -> ConvModule:
     if deformable:
         conv = ModulatedDeformConv2d(in_channels, config.feat_channels)
@@ -80,8 +128,9 @@ def _tower_conv(in_channels: int, config: VFNetConfig, deformable: bool) -> Conv
 
 
 class VFNetHead(nn.Module):
-    """forward([P3..P7]) -> per level (cls_logits [B, C, h, w], bbox_init [B, 4, h, w],
-    bbox_refine [B, 4, h, w]); boxes as (l, t, r, b) pixel distances (see the module docstring)."""
+    """forward([P3..P7]) -> per level LevelOutputs(cls_logits [B, C, h, w], bbox_init [B, 4, h, w],
+    bbox_refine [B, 4, h, w], centerness [B, 1, h, w] or None); boxes as (l, t, r, b) pixel distances
+    (see the module docstring)."""
 
     def __init__(self, in_channels: int, config: VFNetConfig):
         super().__init__()
@@ -102,25 +151,34 @@ class VFNetHead(nn.Module):
         self.vfnet_reg_conv = ConvModule(nn.Conv2d(feat, feat, 3, padding=1, bias=False), feat, config.norm_groups)
         self.vfnet_reg = nn.Conv2d(feat, 4, 3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
-        self.vfnet_reg_refine_dconv = StarDeformConv2d(feat, feat, config.gradient_mul)
-        self.vfnet_reg_refine = nn.Conv2d(feat, 4, 3, padding=1)
-        self.scales_refine = nn.ModuleList([Scale(1.0) for _ in self.strides])
-        self.vfnet_cls_dconv = StarDeformConv2d(feat, feat, config.gradient_mul)
+
+        def dconv() -> nn.Module:
+            return StarDeformConv2d(feat, feat, config.gradient_mul) if config.star_dcn else GridConv2d(feat, feat)
+
+        self.vfnet_reg_refine_dconv = self.vfnet_reg_refine = self.scales_refine = None  # box_refinement=False
+        if config.box_refinement:
+            self.vfnet_reg_refine_dconv = dconv()
+            self.vfnet_reg_refine = nn.Conv2d(feat, 4, 3, padding=1)
+            self.scales_refine = nn.ModuleList([Scale(1.0) for _ in self.strides])
+        self.vfnet_cls_dconv = dconv()
         self.vfnet_cls = nn.Conv2d(feat, config.num_classes, 3, padding=1)
+        self.conv_centerness = nn.Conv2d(feat, 1, 3, padding=1) if config.centerness else None
         self._init_weights()
 
     def _init_weights(self) -> None:
         """The official initialisation (mmdetection 2.x), used when training from scratch."""
         convs = [m.conv for m in [*self.cls_convs, *self.reg_convs, self.vfnet_reg_conv] if isinstance(m.conv, nn.Conv2d)]
-        for module in [*convs, self.vfnet_reg, self.vfnet_reg_refine, self.vfnet_cls]:
+        predictors = [self.vfnet_reg, self.vfnet_reg_refine, self.vfnet_cls, self.conv_centerness]
+        for module in [*convs, *(m for m in predictors if m is not None)]:
             nn.init.normal_(module.weight, std=0.01)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         for dconv in (self.vfnet_reg_refine_dconv, self.vfnet_cls_dconv):
-            nn.init.normal_(dconv.weight, std=0.01)
+            if dconv is not None:
+                nn.init.normal_(dconv.weight, std=0.01)
         nn.init.constant_(self.vfnet_cls.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
 
-    def forward_level(self, x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_level(self, x: torch.Tensor, level: int) -> LevelOutputs:
         cls_feat = x
         for conv in self.cls_convs:
             cls_feat = conv(cls_feat)
@@ -132,12 +190,16 @@ class VFNetHead(nn.Module):
         bbox_init = self.scales[level](reg_init).float().exp() * self.reg_denoms[level]  # [B, 4, h, w]
 
         stride = self.strides[level]
-        refine_feat = torch.relu(self.vfnet_reg_refine_dconv(reg_feat, bbox_init, stride))
-        factor = self.scales_refine[level](self.vfnet_reg_refine(refine_feat)).float().exp()
-        bbox_refine = factor * bbox_init.detach()  # [B, 4, h, w]
+        if self.vfnet_reg_refine is not None:
+            refine_feat = torch.relu(self.vfnet_reg_refine_dconv(reg_feat, bbox_init, stride))
+            factor = self.scales_refine[level](self.vfnet_reg_refine(refine_feat)).float().exp()
+            bbox_refine = factor * bbox_init.detach()  # [B, 4, h, w]
+        else:  # ablation (e): the initial box is the final one
+            bbox_refine = bbox_init
 
         cls_logits = self.vfnet_cls(torch.relu(self.vfnet_cls_dconv(cls_feat, bbox_init, stride)))  # [B, C, h, w]
-        return cls_logits, bbox_init, bbox_refine
+        centerness = self.conv_centerness(reg_feat) if self.conv_centerness is not None else None  # [B, 1, h, w]
+        return LevelOutputs(cls_logits, bbox_init, bbox_refine, centerness)
 
-    def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def forward(self, feats: list[torch.Tensor]) -> list[LevelOutputs]:
         return [self.forward_level(x, level) for level, x in enumerate(feats)]

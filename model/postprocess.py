@@ -2,9 +2,10 @@
 
 The order is the official mmdetection 2.10 one (VFNetHead.get_bboxes + multiclass_nms):
 
-1. per level, IACS = sigmoid(logits); keep the `nms_pre` locations with the highest max-over-classes
-   score (before any threshold); decode the *refined* (l, t, r, b) boxes at points (j*s, i*s);
-   clamp to each image's content size (h, w);
+1. per level, take the head's scores (`LevelOutputs.scores`: IACS = sigmoid(logits); times
+   sigmoid(centerness) for the ablation's centerness variant); keep the `nms_pre` locations with the
+   highest max-over-classes score (before any threshold); decode the final (refined) (l, t, r, b)
+   boxes at points (j*s, i*s); clamp to each image's content size (h, w);
 2. over all levels, keep every (box, class) pair with IACS > `score_threshold` (strict);
 3. class-aware NMS (`torchvision.ops.batched_nms`), suppressing IoU > `iou_threshold`;
 4. keep the best `max_detections` per image, sorted by score, padded to that length.
@@ -45,17 +46,18 @@ class Detections(NamedTuple):
 
 
 def top_candidates(
-    cls_logits: torch.Tensor, bbox_pred: torch.Tensor, stride: int, nms_pre: int
+    level_scores: torch.Tensor, bbox_pred: torch.Tensor, stride: int, nms_pre: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One level's candidates: the `nms_pre` locations with the highest max-over-classes IACS.
+    """One level's candidates: the `nms_pre` locations with the highest max-over-classes score.
 
-    cls_logits [B, C, h, w], bbox_pred [B, 4, h, w] (l, t, r, b) -> boxes [B, k, 4] xyxy (not
-    clamped) and scores [B, k, C], k = min(nms_pre, h * w); float32 whatever the head computed in.
+    level_scores [B, C, h, w] (probabilities, e.g. the IACS), bbox_pred [B, 4, h, w] (l, t, r, b) ->
+    boxes [B, k, 4] xyxy (not clamped) and scores [B, k, C], k = min(nms_pre, h * w); float32
+    whatever the head computed in.
     """
-    batch, num_classes, height, width = cls_logits.shape
-    scores = cls_logits.float().sigmoid().permute(0, 2, 3, 1).reshape(batch, height * width, num_classes)  # [B, hw, C]
+    batch, num_classes, height, width = level_scores.shape
+    scores = level_scores.float().permute(0, 2, 3, 1).reshape(batch, height * width, num_classes)  # [B, hw, C]
     distances = bbox_pred.float().permute(0, 2, 3, 1).reshape(batch, height * width, 4)  # [B, hw, 4]
-    points = level_points(height, width, stride, device=cls_logits.device)  # [hw, 2]
+    points = level_points(height, width, stride, device=level_scores.device)  # [hw, 2]
     k = torch.sym_min(nms_pre, height * width)
     top = scores.max(dim=2).values.topk(k, dim=1).indices  # [B, k]
     scores = scores.gather(1, top[:, :, None].expand(-1, -1, num_classes))  # [B, k, C]
@@ -110,7 +112,7 @@ def candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1 and 2's input: every level's `top_candidates`, concatenated, boxes clamped to each
     image's content (h, w) -> boxes [B, N, 4] xyxy and scores [B, N, C], N = sum of the levels' k."""
-    per_level = [top_candidates(logits, bbox, s, nms_pre) for (logits, bbox), s in zip(level_outputs, strides)]
+    per_level = [top_candidates(scores, bbox, s, nms_pre) for (scores, bbox), s in zip(level_outputs, strides)]
     boxes = clamp_to_size(torch.cat([b for b, _ in per_level], dim=1), image_sizes)  # [B, N, 4]
     scores = torch.cat([s for _, s in per_level], dim=1)  # [B, N, C]
     return boxes, scores
@@ -125,7 +127,7 @@ def postprocess(
     iou_threshold: float | torch.Tensor,
     max_detections: int,
 ) -> Detections:
-    """Per-level (cls_logits [B, C, h, w], bbox_refine [B, 4, h, w]) -> padded `Detections`.
+    """Per-level (scores [B, C, h, w] probabilities, final boxes [B, 4, h, w] (l, t, r, b)) -> padded `Detections`.
 
     image_sizes [B, 2] holds each image's content (h, w) in input pixels; boxes are clamped to it.
     iou_threshold is a float or a float32 tensor of shape [1].

@@ -61,12 +61,23 @@ def train_main(argv: list[str] | None = None) -> int:
         "Shows a progress bar, saves OUT/last.pt periodically and resumes from it, and writes "
         "OUT/final.safetensors (float16 storage, class names in the metadata).",
         epilog="examples:\n  vfnet train --data data/train --out runs/demo\n"
-        "  vfnet train --data data/train --out runs/fl --cls-loss focal --epochs 6   # the ablation's baseline",
+        "  vfnet train --data data/train --out runs/fl --cls-loss focal --epochs 6   # the ablation's baseline\n"
+        "  vfnet train --data data/train --out runs/plain --set star_dcn=false --set input_size=[320,320]",
         formatter_class=Formatter,
     )
     parser.add_argument("--data", required=True, help="folder with annotations.json and images (or the json itself)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--preset", default=defaults.preset, help=f"model preset (default {defaults.preset})")
+    parser.add_argument(
+        "--set",
+        dest="model_overrides",
+        action="append",
+        default=[],
+        type=model_setting,
+        metavar="FIELD=VALUE",
+        help="change one VFNetConfig field of the preset, VALUE in JSON (repeatable); the ablation's variants are "
+        "star_dcn=false, box_refinement=false, centerness=true",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr, help="base learning rate (biases get 2x)")
@@ -85,12 +96,20 @@ def train_main(argv: list[str] | None = None) -> int:
         **{
             f.name: getattr(args, f.name)
             for f in dataclasses.fields(TrainConfig)
-            if f.name not in ("lr_steps", "scale_range", "momentum", "weight_decay", "warmup_ratio", "flip")
+            if f.name not in ("lr_steps", "scale_range", "momentum", "weight_decay", "warmup_ratio", "flip", "model_overrides")
         },
         lr_steps=tuple(args.lr_steps),
         scale_range=tuple(args.scale_range),
+        model_overrides=dict(args.model_overrides),
     )
+    from vfnet.model import preset_config
+
     from .trainer import train
+
+    try:
+        preset_config(config.preset, **config.model_overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
 
     try:
         path = train(config, resume=not args.no_resume)
@@ -99,6 +118,18 @@ def train_main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {path}")
     return 0
+
+
+def model_setting(text: str) -> tuple[str, object]:
+    """'star_dcn=false' -> ("star_dcn", False); JSON lists become tuples ('input_size=[320,320]')."""
+    name, sep, value = text.partition("=")
+    try:
+        parsed = json.loads(value) if sep else None
+    except json.JSONDecodeError:
+        parsed = None
+    if not name or parsed is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE with a JSON value, e.g. star_dcn=false or input_size=[320,320]")
+    return name, tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 def eval_main(argv: list[str] | None = None) -> int:

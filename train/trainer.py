@@ -7,7 +7,8 @@ model's input policy times a scale drawn from `scale_range`, horizontal flip wit
 
 Files in `out/`: `last.pt` (resume state, written every `checkpoint_every` iterations and at each
 epoch end; loaded with weights_only=True) and, at the end, `final.safetensors` (our checkpoint,
-with class names and the training settings in its metadata).
+with class names, the training settings, the iterations and the training seconds summed over
+resumes in its metadata).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ class TrainConfig:
     data: str  # folder with annotations.json (COCO format) and the images
     out: str  # folder for last.pt and final.safetensors
     preset: str = "vfnet_r18_demo"
+    model_overrides: dict = field(default_factory=dict)  # VFNetConfig fields, e.g. {"star_dcn": False} (the ablation)
     epochs: int = 12
     batch_size: int = 8
     lr: float = 0.01
@@ -74,7 +76,8 @@ def learning_rate(config: TrainConfig, iteration: int, epoch: int) -> float:
 
 
 def training_step(model: VFNet, samples: list[Sample], cls_loss: str) -> dict[str, torch.Tensor]:
-    """Forward a batch of augmented samples and return the three losses (and their sum, `loss`)."""
+    """Forward a batch of augmented samples and return the losses (and their sum, `loss`): loss_cls,
+    loss_bbox, and loss_bbox_rf or loss_centerness as the model's head has them (losses.py)."""
     images, image_sizes = pad_images([s.image for s in samples], model.config.size_divisor)
     x = model.normalize(torch.from_numpy(images), torch.from_numpy(image_sizes))
     levels = model.raw_outputs(x)
@@ -87,25 +90,28 @@ def training_step(model: VFNet, samples: list[Sample], cls_loss: str) -> dict[st
         ]
     )
 
-    def flatten(index: int, channels: int) -> torch.Tensor:
+    def flatten(per_level: list[torch.Tensor]) -> torch.Tensor:
         # per level [B, ch, h, w] -> [B, h*w, ch]; concatenated over levels -> [B * P, ch]
-        per_level = [lv[index].permute(0, 2, 3, 1).reshape(len(samples), -1, channels) for lv in levels]
+        channels = per_level[0].shape[1]
+        per_level = [t.permute(0, 2, 3, 1).reshape(len(samples), -1, channels) for t in per_level]
         return torch.cat(per_level, dim=1).reshape(-1, channels)
 
+    config = model.config
     losses = vfnet_losses(
-        flatten(0, model.config.num_classes),
-        flatten(1, 4),
-        flatten(2, 4),
+        flatten([lv.cls_logits for lv in levels]),
+        flatten([lv.bbox_init for lv in levels]),
+        flatten([lv.bbox_refine for lv in levels]) if config.box_refinement else None,
         torch.cat(points).repeat(len(samples), 1),
         torch.cat(labels),
         torch.cat(targets),
         cls_loss=cls_loss,
+        centerness=flatten([lv.centerness for lv in levels])[:, 0] if config.centerness else None,  # [B * P]
     )
     losses["loss"] = sum(losses.values())
     return losses
 
 
-def _save_state(path: Path, model, optimizer, epoch: int, iteration: int, config: TrainConfig) -> None:
+def _save_state(path: Path, model, optimizer, epoch: int, iteration: int, config: TrainConfig, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -114,6 +120,7 @@ def _save_state(path: Path, model, optimizer, epoch: int, iteration: int, config
             "epoch": epoch,
             "iteration": iteration,
             "config": json.dumps(dataclasses.asdict(config)),
+            "seconds": seconds,  # training time so far, summed over resumes
         },
         tmp,
     )
@@ -129,22 +136,26 @@ def train(config: TrainConfig, resume: bool = True, show_progress: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     dataset = CocoDetection(config.data)
     indices = np.arange(len(dataset) if not config.max_images else min(config.max_images, len(dataset)))
-    model = build_vfnet(config.preset, class_names=dataset.class_names).train()
+    model = build_vfnet(config.preset, class_names=dataset.class_names, **config.model_overrides).train()
     optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum)
 
-    start_epoch, iteration = 0, 0
+    start_epoch, iteration, seconds_before = 0, 0, 0.0
     state_path = out / "last.pt"
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, iteration = state["epoch"], state["iteration"]
+        start_epoch, iteration, seconds_before = state["epoch"], state["iteration"], state.get("seconds", 0.0)
 
     iters_per_epoch = math.ceil(len(indices) / config.batch_size)
     total = iters_per_epoch * config.epochs
     bar = tqdm(total=total, initial=iteration, disable=not show_progress, unit="it", dynamic_ncols=True)
     started = time.perf_counter()
     images_seen = 0
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - started
+
     for epoch in range(start_epoch, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])  # the same order again after a resume
         order = rng.permutation(indices)
@@ -170,16 +181,14 @@ def train(config: TrainConfig, resume: bool = True, show_progress: bool = True) 
                 raise FloatingPointError(f"the loss became {losses['loss'].item()} at iteration {iteration}; lower --lr")
             bar.set_postfix(
                 epoch=epoch + 1,
-                cls=f"{losses['loss_cls'].item():.3f}",
-                box=f"{losses['loss_bbox'].item():.3f}",
-                box_rf=f"{losses['loss_bbox_rf'].item():.3f}",
+                **{name.removeprefix("loss_"): f"{value.item():.3f}" for name, value in losses.items() if name != "loss"},
                 lr=f"{lr:.4f}",
                 img_s=f"{images_seen / (time.perf_counter() - started):.1f}",
             )
             bar.update(1)
             if iteration % config.checkpoint_every == 0:
-                _save_state(state_path, model, optimizer, epoch, iteration, config)
-        _save_state(state_path, model, optimizer, epoch + 1, iteration, config)
+                _save_state(state_path, model, optimizer, epoch, iteration, config, seconds())
+        _save_state(state_path, model, optimizer, epoch + 1, iteration, config, seconds())
     bar.close()
     model.eval()
     return save_checkpoint(
@@ -187,5 +196,9 @@ def train(config: TrainConfig, resume: bool = True, show_progress: bool = True) 
         out / "final.safetensors",
         class_names=dataset.class_names,
         dtype=torch.float16,
-        extra={"training": json.dumps(dataclasses.asdict(config)), "training_iterations": str(iteration)},
+        extra={
+            "training": json.dumps(dataclasses.asdict(config)),
+            "training_iterations": str(iteration),
+            "training_seconds": f"{seconds():.1f}",
+        },
     )

@@ -83,20 +83,20 @@ def test_min_by_arithmetic_leaves_no_sym_min_and_keeps_min_nms_pre_hw_on_both_si
     count must follow h * w below nms_pre and stop at it above."""
 
     class Candidates(torch.nn.Module):
-        def forward(self, logits, distances):  # [1, 2, h, w], [1, 4, h, w]
-            return top_candidates(logits, distances, stride=8, nms_pre=6)
+        def forward(self, scores, distances):  # [1, 2, h, w], [1, 4, h, w]
+            return top_candidates(scores, distances, stride=8, nms_pre=6)
 
     h, w = torch.export.Dim("h", min=1, max=64), torch.export.Dim("w", min=1, max=64)
     example = (torch.zeros(1, 2, 4, 4), torch.ones(1, 4, 4, 4))
-    program = torch.export.export(Candidates(), example, dynamic_shapes={"logits": {2: h, 3: w}, "distances": {2: h, 3: w}})
+    program = torch.export.export(Candidates(), example, dynamic_shapes={"scores": {2: h, 3: w}, "distances": {2: h, 3: w}})
     rewritten = min_by_arithmetic(program)
     targets = [node.target for node in rewritten.graph_module.graph.nodes if node.op == "call_function"]
     assert torch.sym_min not in targets and operator.floordiv in targets
     compiled = ov.Core().compile_model(ov.convert_model(rewritten), "CPU")
     for height, width in ((1, 1), (1, 5), (2, 3), (3, 3), (8, 40)):
-        logits = np.random.default_rng(height * width).normal(size=(1, 2, height, width)).astype(np.float32)
-        boxes, scores = compiled([logits, np.ones((1, 4, height, width), np.float32)]).values()
-        expected_boxes, expected_scores = top_candidates(torch.from_numpy(logits), torch.ones(1, 4, height, width), 8, 6)
+        level_scores = np.random.default_rng(height * width).random(size=(1, 2, height, width)).astype(np.float32)
+        boxes, scores = compiled([level_scores, np.ones((1, 4, height, width), np.float32)]).values()
+        expected_boxes, expected_scores = top_candidates(torch.from_numpy(level_scores), torch.ones(1, 4, height, width), 8, 6)
         assert boxes.shape == (1, min(6, height * width), 4), (height, width)
         order = np.argsort(-scores.max(axis=2)[0])  # OpenVINO's TopK need not sort like torch's
         np.testing.assert_allclose(scores[0, order], expected_scores[0].numpy(), atol=1e-6)

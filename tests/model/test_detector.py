@@ -38,7 +38,8 @@ def test_contract_shapes_and_types(model):
 @torch.no_grad()
 def test_raw_outputs_levels(model):
     levels = model.raw_outputs(torch.randn(2, 3, 96, 160))
-    assert [tuple(t.shape) for t in levels[0]] == [(2, 8, 12, 20), (2, 4, 12, 20), (2, 4, 12, 20)]
+    assert [tuple(t.shape) for t in levels[0][:3]] == [(2, 8, 12, 20), (2, 4, 12, 20), (2, 4, 12, 20)]
+    assert all(lv.centerness is None for lv in levels)  # VFNet has no centerness branch
     assert [lv[0].shape[-2:] for lv in levels] == [(12, 20), (6, 10), (3, 5), (2, 3), (1, 2)]
     assert all((lv[1] > 0).all() and (lv[2] > 0).all() for lv in levels)  # exp keeps distances positive
 

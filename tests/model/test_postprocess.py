@@ -22,6 +22,11 @@ def random_head_outputs(batch: int, num_classes: int, height: int, width: int, s
     return levels
 
 
+def scored(levels):
+    """postprocess takes the head's scores (probabilities): the IACS, sigmoid(logits)."""
+    return [(logits.sigmoid(), ltrb) for logits, ltrb in levels]
+
+
 def reference(levels, image_sizes, nms_pre, score_thr, iou_thr, max_det):
     """mmdetection 2.10 get_bboxes + multiclass_nms, one image and one class at a time."""
     results = []
@@ -56,7 +61,7 @@ def reference(levels, image_sizes, nms_pre, score_thr, iou_thr, max_det):
 def test_matches_reference_loop(max_det):
     levels = random_head_outputs(batch=3, num_classes=4, height=160, width=224, seed=1)
     image_sizes = torch.tensor([[160, 224], [150, 200], [97, 131]])
-    det = postprocess(levels, image_sizes, STRIDES, nms_pre=60, score_threshold=0.3, iou_threshold=0.5, max_detections=max_det)
+    det = postprocess(scored(levels), image_sizes, STRIDES, nms_pre=60, score_threshold=0.3, iou_threshold=0.5, max_detections=max_det)
     expected = reference(levels, image_sizes, nms_pre=60, score_thr=0.3, iou_thr=0.5, max_det=max_det)
     for b, kept in enumerate(expected):
         n = det.num_detections[b].item()
@@ -70,7 +75,7 @@ def test_matches_reference_loop(max_det):
 def test_padding_rows():
     levels = random_head_outputs(batch=2, num_classes=3, height=64, width=64, seed=2)
     image_sizes = torch.tensor([[64, 64], [40, 30]])
-    det = postprocess(levels, image_sizes, STRIDES, nms_pre=1000, score_threshold=0.6, iou_threshold=0.6, max_detections=50)
+    det = postprocess(scored(levels), image_sizes, STRIDES, nms_pre=1000, score_threshold=0.6, iou_threshold=0.6, max_detections=50)
     assert det.boxes.shape == (2, 50, 4) and det.scores.shape == (2, 50) and det.labels.dtype == torch.int64
     for b in range(2):
         n = det.num_detections[b].item()
@@ -84,5 +89,5 @@ def test_padding_rows():
 
 def test_no_candidates_gives_all_padding():
     levels = [(logits.fill_(-10.0), ltrb) for logits, ltrb in random_head_outputs(2, 3, 64, 64, seed=3)]
-    det = postprocess(levels, torch.tensor([[64, 64], [64, 64]]), STRIDES, 1000, 0.05, 0.6, 100)
+    det = postprocess(scored(levels), torch.tensor([[64, 64], [64, 64]]), STRIDES, 1000, 0.05, 0.6, 100)
     assert det.num_detections.tolist() == [0, 0] and (det.labels == -1).all()

@@ -77,7 +77,7 @@ def test_head_deform_convs_equal_hand_built_reference():
     worst = 0.0
     with torch.no_grad():
         for level, stride in enumerate(head.strides):
-            cls_logits, bbox_init, bbox_refine = head.forward_level(x, level)
+            cls_logits, bbox_init, bbox_refine, _ = head.forward_level(x, level)
 
             cls_feat, reg_feat = x, x
             for conv in head.cls_convs:

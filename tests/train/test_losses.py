@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import generalized_box_iou
 
-from vfnet.train.losses import aligned_iou, varifocal_loss, vfnet_losses, weighted_giou_loss
+from vfnet.train.losses import aligned_iou, centerness_target, varifocal_loss, vfnet_losses, weighted_giou_loss
 
 
 def bce(p: float, q: float) -> float:
@@ -48,14 +48,14 @@ def test_vfl_weight_is_not_detached():
     torch.testing.assert_close(logits.grad[0, 0], expected)
 
 
-def test_giou_matches_torchvision_and_weights_are_ious():
+def test_giou_matches_torchvision_and_is_weighted():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 25.0, 15.0], [0.0, 0.0, 4.0, 4.0]])
     targets = torch.tensor([[2.0, 2.0, 12.0, 12.0], [5.0, 5.0, 25.0, 15.0], [10.0, 10.0, 14.0, 14.0]])
     giou = generalized_box_iou(boxes, targets).diagonal()
     ious = aligned_iou(boxes, targets)
     torch.testing.assert_close(ious, torch.tensor([64 / 136, 1.0, 0.0]))
-    loss, weights = weighted_giou_loss(boxes, targets, weight=1.5)
-    torch.testing.assert_close(weights, ious.clamp(min=1e-6))
+    weights = ious.clamp(min=1e-6)
+    loss = weighted_giou_loss(boxes, targets, weights, loss_weight=1.5)
     expected = 1.5 * (weights * (1 - giou)).sum() / max(weights.sum().item(), 1.0)
     torch.testing.assert_close(loss, expected)
 
@@ -85,3 +85,38 @@ def test_focal_baseline_uses_binary_targets():
     losses = vfnet_losses(logits, box, box, points, labels, targets, cls_loss="focal")
     expected = sigmoid_focal_loss(logits, torch.tensor([[1.0, 0.0]]), alpha=0.25, gamma=2.0, reduction="sum")
     torch.testing.assert_close(losses["loss_cls"], expected)
+
+
+def test_centerness_target_by_hand():
+    points = torch.tensor([[10.0, 10.0], [5.0, 30.0], [10.0, 20.0]])
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 40.0]]).expand(3, 4)
+    # (l, r, t, b) = (10, 10, 10, 30): sqrt(1 * 1/3); (5, 15, 30, 10): sqrt(1/3 * 1/3); the centre: 1
+    torch.testing.assert_close(centerness_target(points, boxes), torch.tensor([math.sqrt(1 / 3), 1 / 3, 1.0]))
+
+
+def test_centerness_losses_by_hand():
+    """The FCOS/ATSS design: BCE on the centerness target over positives, and the box loss weighted
+    by that target (ATSS's 2.0 * GIoU), no refinement term."""
+    points = torch.tensor([[10.0, 10.0], [50.0, 50.0]])
+    labels = torch.tensor([1, 2])  # 2 classes: the second point is background
+    targets = torch.tensor([[0.0, 0.0, 20.0, 40.0], [0.0, 0.0, 0.0, 0.0]])
+    init = torch.tensor([[5.0, 5.0, 5.0, 25.0], [1.0, 1.0, 1.0, 1.0]])  # box [5, 5, 15, 35]: IoU 300/800
+    centerness = torch.tensor([0.0, 3.0])  # the background point's logit must not count
+    logits = torch.zeros(2, 2)
+    losses = vfnet_losses(logits, init, None, points, labels, targets, cls_loss="focal", centerness=centerness)
+    assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness"}
+    target = math.sqrt(1 / 3)  # the point's centerness in its box (test above)
+    assert losses["loss_centerness"].item() == pytest.approx(math.log(2))  # BCE of logit 0, any target
+    # one positive, weight = centerness target < 1, divided by max(sum, 1) = 1; GIoU = IoU (nested)
+    assert losses["loss_bbox"].item() == pytest.approx(2.0 * target * (1 - 300 / 800))
+
+
+def test_without_refinement_the_iacs_target_is_the_initial_box_iou():
+    points = torch.tensor([[10.0, 10.0]])
+    labels, targets = torch.tensor([1]), torch.tensor([[0.0, 0.0, 20.0, 20.0]])
+    init = torch.tensor([[5.0, 5.0, 5.0, 5.0]])  # box [5, 5, 15, 15]: IoU 0.25
+    logits = torch.zeros(1, 2)
+    losses = vfnet_losses(logits, init, None, points, labels, targets)
+    assert set(losses) == {"loss_cls", "loss_bbox"}
+    torch.testing.assert_close(losses["loss_cls"], varifocal_loss(logits, torch.tensor([[0.0, 0.25]])).sum())
+    assert losses["loss_bbox"].item() == pytest.approx(1.5 * 0.25 * (1 - 0.25))

@@ -23,15 +23,38 @@ def test_learning_rate_schedule():
 
 def test_train_resume_and_final_checkpoint(tmp_path):
     data = generate(tmp_path / "data", images=4, seed=3, size=96).parent
-    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2, warmup_iters=2, checkpoint_every=1)
+    config = TrainConfig(
+        data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2, warmup_iters=2, checkpoint_every=1,
+        model_overrides={"box_refinement": False},  # an ablation variant: the checkpoint must say so
+    )  # fmt: skip
     first = train(config, show_progress=False)
     state = torch.load(tmp_path / "run/last.pt", weights_only=True)
-    assert (state["epoch"], state["iteration"]) == (1, 2)
+    assert (state["epoch"], state["iteration"]) == (1, 2) and state["seconds"] > 0
 
     longer = TrainConfig(**{**config.__dict__, "epochs": 2})
     final = train(longer, show_progress=False)  # resumes from last.pt: epoch 2 only
     meta = read_checkpoint_metadata(final)
     assert meta["training_iterations"] == "4" and json.loads(meta["training"])["epochs"] == 2
+    assert float(meta["training_seconds"]) > state["seconds"]  # the first epoch's time is carried over
     model = load_checkpoint(final)
     assert model.class_names[:2] == ("circle", "triangle") and model.preset == "vfnet_r18_demo"
+    assert not model.config.box_refinement and model.bbox_head.vfnet_reg_refine is None
     assert first == final
+
+
+def test_train_cli_turns_set_into_model_overrides(tmp_path, monkeypatch, capsys):
+    from vfnet.train import cli, trainer
+
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda config, resume: seen.setdefault("config", config) and tmp_path / "final.safetensors")
+    argv = ["--data", "d", "--out", "o", "--set", "star_dcn=false", "--set", "input_size=[320,320]", "--cls-loss", "focal"]
+    assert cli.train_main(argv) == 0
+    assert seen["config"].model_overrides == {"star_dcn": False, "input_size": (320, 320)}
+    assert seen["config"].cls_loss == "focal"
+
+    with pytest.raises(SystemExit):
+        cli.train_main(["--data", "d", "--out", "o", "--set", "star_dcn=maybe"])
+    assert "'star_dcn=maybe' is not FIELD=VALUE with a JSON value" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.train_main(["--data", "d", "--out", "o", "--set", "stars=1"])
+    assert "unknown VFNet setting(s): stars" in capsys.readouterr().err

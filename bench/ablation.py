@@ -14,6 +14,7 @@ finished run), and `report` writes docs/ablation.md and docs/ablation.svg from t
 
     python bench/ablation.py train --workers 2        # runs what is not recorded yet; resumable
     python bench/ablation.py report                   # docs/ablation.md + docs/ablation.svg
+    python bench/ablation.py peek a-seed0             # AP of a run's latest resume state, mid-training
 
 `train` is safe to stop at any moment and to start again: each run resumes from its `last.pt`, a
 run another worker holds (a lock file with its pid) is skipped, and a recorded run is never redone.
@@ -187,12 +188,39 @@ def train_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def peek(run: Path, schedule: Schedule) -> int:
+    """Print the held-out AP of `run`'s last.pt (the weights so far) through `vfnet eval` (torch)."""
+    import tempfile
+
+    import torch
+
+    from vfnet.model import build_vfnet, save_checkpoint
+    from vfnet.train.dataset import CocoDetection
+
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    config = json.loads(state["config"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model_overrides"].items()}
+    model = build_vfnet(config["preset"], class_names=CocoDetection(config["data"]).class_names, **overrides)
+    model.load_state_dict(state["model"])
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = save_checkpoint(model.eval(), Path(scratch) / "peek.safetensors")
+        command = [VFNET, "eval", "--model", str(checkpoint), "--data", schedule.val, "--backend", "torch"]
+        metrics = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    print(f"{run.name}: iteration {state['iteration']}, {state['seconds'] / 3600:.2f} h: AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("train", "report"))
+    parser.add_argument("action", choices=("train", "report", "peek"))
+    parser.add_argument("run", nargs="?", help="peek: the run's name, e.g. a-seed0")
     parser.add_argument("--runs", type=Path, default=ROOT / ".data" / "ablation", help="folder for the runs (default .data/ablation)")
     parser.add_argument("--workers", type=int, default=1, help="train: start this many worker processes (each one thread)")
     args = parser.parse_args()
+    if args.action == "peek":
+        if not args.run:
+            parser.error("peek needs a run name, e.g. a-seed0")
+        return peek(args.runs / args.run, Schedule())
     if args.action == "report":
         from ablation_report import write_report
 

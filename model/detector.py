@@ -5,10 +5,12 @@
     images        uint8 [B, 3, H, W]  RGB, resized (keep ratio) and zero-padded; H, W multiples of 32
     image_sizes   int   [B, 2]        (h, w) of each image's resized, unpadded content
     iou_threshold float [1]           class-aware NMS IoU threshold (optional; default config.iou_threshold)
-    -> Detections(boxes [B, K, 4] xyxy in resized-image pixels, scores [B, K] IACS,
+    -> Detections(boxes [B, K, 4] xyxy in resized-image pixels, scores [B, K] IACS (for the
+                  ablation's centerness variant sigmoid(cls) * sigmoid(centerness)),
                   labels [B, K] (-1 pads), num_detections [B]),  K = config.max_detections
 
-`raw_outputs` gives the head's per-level tensors for parity tests. Training losses live in
+`raw_outputs` gives the head's per-level tensors for parity tests; `ranked_outputs` the per-level
+scores and final boxes that post-processing ranks (shared with the OpenVINO export). Training losses live in
 `vfnet.train`, which calls `raw_outputs`; nothing here changes with `self.training`, except the
 usual BatchNorm behaviour.
 """

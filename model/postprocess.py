@@ -6,7 +6,7 @@ The order is the official mmdetection 2.10 one (VFNetHead.get_bboxes + multiclas
    sigmoid(centerness) for the ablation's centerness variant); keep the `nms_pre` locations with the
    highest max-over-classes score (before any threshold); decode the final (refined) (l, t, r, b)
    boxes at points (j*s, i*s); clamp to each image's content size (h, w);
-2. over all levels, keep every (box, class) pair with IACS > `score_threshold` (strict);
+2. over all levels, keep every (box, class) pair with score > `score_threshold` (strict);
 3. class-aware NMS (`torchvision.ops.batched_nms`), suppressing IoU > `iou_threshold`;
 4. keep the best `max_detections` per image, sorted by score, padded to that length.
 

@@ -59,6 +59,7 @@ class ModelMetadata(ModelSummary):
     size_divisor: int
     max_detections: int = Field(..., description="most detections per image")
     score_floor: float = Field(..., description="the model never returns scores at or below this")
+    score: str = Field(..., description="what the scores are: iacs (VFNet's IoU-aware classification score) or cls_x_centerness (sigmoid(cls) x sigmoid(centerness), the ablation's FCOS/ATSS variant)", examples=["iacs"])
     default_score_threshold: float = Field(..., description="used when a request gives no score_threshold")
     default_iou_threshold: float
     max_batch_size: int
@@ -73,6 +74,7 @@ class ModelMetadata(ModelSummary):
             size_divisor=card.size_divisor,
             max_detections=card.max_detections,
             score_floor=card.score_threshold,
+            score=card.score,
             default_score_threshold=settings.default_score_threshold,
             default_iou_threshold=card.iou_threshold,
             max_batch_size=settings.max_batch_size,

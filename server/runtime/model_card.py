@@ -18,6 +18,9 @@ is a string in the metadata: numbers as Python writes them, tuples as JSON lists
     version          the vfnet-serve version that wrote the file
     plugins          JSON list of the custom operators the graph needs, e.g. ["StarDeformConv"] for a
                      `--plugin` export (TensorRT plugins, domain trt.plugins); [] or absent: none
+    score            what the scores are: "iacs" (VFNet's IoU-aware classification score; absent means
+                     this) or "cls_x_centerness" (sigmoid(cls) * sigmoid(centerness): the ablation's
+                     FCOS/ATSS variant)
 
 How a card was loaded (backend, device, source file) is not a fact of the artifact: that is `Loaded`.
 Boxes are always xyxy; the model returns them in resized-image pixels, the runtime in original ones.
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 FORMAT = "vfnet-serve"
 GRAPHS = ("detections", "raw")
 PRECISIONS = ("fp32", "fp16", "int8")
+SCORES = ("iacs", "cls_x_centerness")
 
 
 class ModelLoadError(ValueError):
@@ -56,9 +60,12 @@ class ModelCard:
     version: str
     graph: str = "detections"
     plugins: tuple[str, ...] = ()
+    score: str = "iacs"
 
     def __post_init__(self):
         problems = []
+        if self.score not in SCORES:
+            problems.append(f"score {self.score!r} is not one of {', '.join(SCORES)}")
         if self.graph not in GRAPHS:
             problems.append(f"graph {self.graph!r} is not one of {', '.join(GRAPHS)}")
         if self.precision not in PRECISIONS:
@@ -93,6 +100,7 @@ class ModelCard:
             version=version,
             graph=graph,
             plugins=tuple(plugins),
+            score="cls_x_centerness" if config.centerness else "iacs",
         )
 
     def to_metadata(self) -> dict[str, str]:

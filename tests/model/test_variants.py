@@ -114,6 +114,7 @@ def test_centerness_variant_exports_its_own_score(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (1, 3, 128, 160), dtype=np.uint8)
     sizes = np.array([[128, 150]], dtype=np.int64)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["score"] == "cls_x_centerness"  # /v1/model says so
     _, scores, _, count = session.run(None, {"images": images, "image_sizes": sizes, "iou_threshold": np.array([0.6], np.float32)})
     # every score is tied, so which boxes survive NMS depends on its tie-breaking (ONNX Runtime's
     # differs from torchvision's); the scores are the composed 0.375 either way

@@ -218,7 +218,7 @@ def test_operations_endpoints(server):
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
     model = httpx.get(f"{server.url}/v1/model").json()
     assert model["class_names"][:2] == ["circle", "square"] and model["default_score_threshold"] == 0.3
-    assert model["score_floor"] == 0.05 and model["max_batch_size"] == 4
+    assert model["score_floor"] == 0.05 and model["max_batch_size"] == 4 and model["score"] == "iacs"
     metrics = httpx.get(f"{server.url}/metrics").text
     for name in (
         "vfnet_requests_total",

@@ -29,11 +29,12 @@ def test_metadata_of_earlier_exports_reads_and_writes_back_with_no_plugins():
     card = ModelCard.from_metadata(WRITTEN, source="demo.onnx")
     assert card.class_names[3] == "star" and card.input_size == (512, 512) and card.score_threshold == 0.05
     assert card.pixel_std == (58.395, 57.12, 57.375) and card.graph == "detections" and card.plugins == ()
-    assert card.to_metadata() == {**WRITTEN, "plugins": "[]"}
+    assert card.score == "iacs"  # files from before the ablation's variants rank by the IACS
+    assert card.to_metadata() == {**WRITTEN, "plugins": "[]", "score": "iacs"}
 
 
 def test_a_plugin_graphs_card_round_trips():
-    meta = {**WRITTEN, "plugins": '["StarDeformConv"]'}
+    meta = {**WRITTEN, "plugins": '["StarDeformConv"]', "score": "iacs"}
     card = ModelCard.from_metadata(meta, source="plugin.onnx")
     assert card.plugins == ("StarDeformConv",) and card.to_metadata() == meta
 
@@ -50,6 +51,7 @@ def test_a_plugin_graphs_card_round_trips():
         (dict(max_detections="many"), "max_detections='many': expected int"),
         (dict(precision="int4"), "precision 'int4' is not one of fp32, fp16, int8"),
         (dict(iou_threshold="1.5"), r"iou_threshold must lie in \[0, 1\]"),
+        (dict(score="objectness"), "score 'objectness' is not one of iacs, cls_x_centerness"),
     ],
 )
 def test_bad_metadata_is_a_load_error_naming_the_keys(change, message):

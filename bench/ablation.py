@@ -190,23 +190,26 @@ def train_all(args: argparse.Namespace) -> int:
 
 
 def peek(run: Path, schedule: Schedule) -> int:
-    """Print the held-out AP of `run`'s last.pt (the weights so far) through `vfnet eval` (torch)."""
+    """Print the held-out AP of `run`'s last.pt (the weights so far), through the runtime's torch
+    backend on one thread (beside two training workers, more threads only fight over the cores)."""
     import tempfile
 
     import torch
 
     from vfnet.model import build_vfnet, save_checkpoint
+    from vfnet.server.runtime import load_detector
     from vfnet.train.dataset import CocoDetection
+    from vfnet.train.evaluate import evaluate
 
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     config = json.loads(state["config"])
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model_overrides"].items()}
-    model = build_vfnet(config["preset"], class_names=CocoDetection(config["data"]).class_names, **overrides)
+    model = build_vfnet(config["preset"], class_names=CocoDetection(ROOT / config["data"]).class_names, **overrides)
     model.load_state_dict(state["model"])
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = save_checkpoint(model.eval(), Path(scratch) / "peek.safetensors")
-        command = [VFNET, "eval", "--model", str(checkpoint), "--data", schedule.val, "--backend", "torch"]
-        metrics = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        detector = load_detector(checkpoint, backend="torch", intra_op_threads=1, max_pixels=None)
+        metrics = evaluate(detector, ROOT / schedule.val)
     print(f"{run.name}: iteration {state['iteration']}, {state['seconds'] / 3600:.2f} h: AP {metrics['AP']:.4f}, AP50 {metrics['AP50']:.4f}")
     return 0
 

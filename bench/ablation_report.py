@@ -143,6 +143,7 @@ def plot(by_variant: dict[str, list[dict]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "vfnet-serve"  # stable element ids: the same records give the same file
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -161,7 +162,7 @@ def plot(by_variant: dict[str, list[dict]]) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(PLOT, metadata={"Date": None})  # no timestamp: the same records give the same file
+    fig.savefig(PLOT, metadata={"Date": None})  # and no timestamp
     plt.close(fig)
 
 

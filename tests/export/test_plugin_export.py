@@ -77,8 +77,13 @@ def test_the_plugin_graph_runs_without_torch(tiny_plugin_onnx):
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
-def test_a_float16_plugin_graph_is_refused_on_the_cpu_with_the_reason(tiny_model, tmp_path):
-    path = export_onnx(tiny_model, tmp_path / "fp16_plugin.onnx", plugin=True, fp16=True).path
+def test_a_float16_plugin_graph_is_refused_on_the_cpu_with_the_reason(tiny_plugin_onnx, tmp_path):
+    """The runtime refuses by the card's precision (an --fp16 export writes fp16 there: test_fp16_graph),
+    so the float32 plugin graph with its card saying fp16 stands for an `--fp16 --plugin` export."""
+    model = onnx.load(str(tiny_plugin_onnx))
+    next(p for p in model.metadata_props if p.key == "precision").value = "fp16"
+    path = tmp_path / "fp16_plugin.onnx"
+    onnx.save(model, str(path))
     with pytest.raises(ModelLoadError, match="float32 only"):
         load_detector(path)
 

@@ -114,7 +114,7 @@ def claim(directory: Path) -> bool:
             os.kill(int(lock.read_text()), 0)
             return False  # its worker is alive
         except (ProcessLookupError, ValueError):
-            lock.unlink()  # a stopped worker's: take it over
+            lock.unlink(missing_ok=True)  # a stopped worker's: take it over (another worker may have already)
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:

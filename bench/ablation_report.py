@@ -67,12 +67,16 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         f"metrics). {done} of {total} runs recorded; {cpu_hours:.1f} CPU hours in total (training and evaluation, "
         "one thread per run).",
         "",
-        "**Setting.** Preset `vfnet_r18_demo` (ResNet-18, 64-channel FPN and head) from random initialisation, "
-        f"input fit {schedule.input_size}×{schedule.input_size}, the first {schedule.max_images} images of the synthetic "
+        "**Setting.** Preset `vfnet_r18_demo` (ResNet-18, 64-channel FPN and head). Every variant starts from the "
+        f"same frozen backbone, the demo model's (`--init-backbone {schedule.init_backbone}`, `frozen_stages=4`, "
+        "`norm_eval=true`), as the paper's runs start from one ImageNet-trained ResNet; the FPN and the head, where "
+        "the variants differ, train from random initialisation. That backbone was trained with head (a) on the same "
+        "training split, which may favour (a) and its near relatives (d) and (e) over (b) and (c). "
+        f"Input fit {schedule.input_size}×{schedule.input_size}, the first {schedule.max_images} images of the synthetic "
         f"training set (seed 1), {schedule.epochs} epochs at batch {schedule.batch_size} "
         f"({schedule.epochs * schedule.max_images // schedule.batch_size} iterations), SGD lr 0.01 with "
         f"{schedule.warmup_iters} warm-up iterations and 10x drops after epochs {', '.join(map(str, schedule.lr_steps))}, "
-        "float32, seeds 0, 1, 2 (initialisation and data order). Every variant shares all of it. Each model is "
+        f"{'bfloat16 autocast' if schedule.bf16 else 'float32'}, seeds 0, 1, 2 (initialisation and data order). Every variant shares all of it. Each model is "
         "exported to ONNX and scored by `vfnet eval` (pycocotools, ONNX Runtime, exactly as served) on the held-out "
         "synthetic split (seed 2, 500 images), with its NMS ranking by its own score; the oracle (`vfnet eval "
         "--oracle`) re-scores the detections each model kept by their IoU with the best ground truth of their class.",

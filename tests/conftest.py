@@ -2,12 +2,15 @@
 
 The model is `vfnet_r18_demo` with random weights and a zeroed classification bias, so that IACS
 values sit near 0.5 and every image yields plenty of detections (a non-trivial score distribution
-for parity tests). Exports take ~20 s each, hence session scope.
+for parity tests). Exports take 40-70 s each, hence session scope, and under pytest-xdist (`make
+test` runs two workers) each is made by one worker and shared (`made_once`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +36,22 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` -> the path of an artifact, called once per test run: the pytest-xdist workers of
+    a run share one folder, the first to need the artifact makes it and the others wait on its lock."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, made = root / f"shared-{name}", root / f"shared-{name}.path"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not made.exists():
+            folder.mkdir(exist_ok=True)
+            made.write_text(str(make(folder)))
+    return Path(made.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     torch = pytest.importorskip("torch")
@@ -48,7 +67,7 @@ def tiny_model():
 def tiny_checkpoint(tiny_model, tmp_path_factory):
     from vfnet.model import save_checkpoint
 
-    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return made_once(tmp_path_factory, "ckpt", lambda folder: save_checkpoint(tiny_model, folder / "tiny.safetensors"))
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +75,7 @@ def tiny_onnx(tiny_model, tmp_path_factory):
     """The detections graph (fp32)."""
     from vfnet.export import export_onnx
 
-    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "tiny.onnx").path
+    return made_once(tmp_path_factory, "onnx", lambda folder: export_onnx(tiny_model, folder / "tiny.onnx").path)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +83,7 @@ def tiny_onnx_raw(tiny_model, tmp_path_factory):
     """The raw head-outputs graph (fp32)."""
     from vfnet.export import export_onnx
 
-    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "tiny_raw.onnx", raw=True).path
+    return made_once(tmp_path_factory, "onnx_raw", lambda folder: export_onnx(tiny_model, folder / "tiny_raw.onnx", raw=True).path)
 
 
 @pytest.fixture(scope="session")
@@ -93,4 +112,4 @@ def demo_ir(tmp_path_factory):
     from vfnet.model import load_checkpoint
     from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
-    return export_openvino(load_checkpoint(DEMO_CHECKPOINT), tmp_path_factory.mktemp("openvino") / "demo").path
+    return made_once(tmp_path_factory, "openvino", lambda folder: export_openvino(load_checkpoint(DEMO_CHECKPOINT), folder / "demo").path)

@@ -90,6 +90,13 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 1.7x faster on CPUs with AVX-512 BF16)")
+    parser.add_argument(
+        "--init-backbone",
+        default="",
+        metavar="CHECKPOINT",
+        help="start the backbone from this checkpoint's (ours, .safetensors); with --set frozen_stages=4 --set "
+        "norm_eval=true it stays fixed",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     args = parser.parse_args(argv)
     config = TrainConfig(

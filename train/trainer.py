@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vfnet.model import VFNet, build_vfnet, save_checkpoint
+from vfnet.model import CheckpointError, VFNet, build_vfnet, load_checkpoint, save_checkpoint
 from vfnet.model.boxes import level_points
 from vfnet.server.runtime.images import pad_images
 
@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads (0: torch's default)
     bf16: bool = False  # bfloat16 autocast for the network (CPU or GPU); losses stay float32
+    init_backbone: str = ""  # one of our checkpoints whose backbone starts this run (as ImageNet weights would)
 
 
 def param_groups(model: VFNet, config: TrainConfig) -> list[dict]:
@@ -65,6 +66,19 @@ def param_groups(model: VFNet, config: TrainConfig) -> list[dict]:
         {"params": others, "lr": config.lr, "weight_decay": config.weight_decay, "lr_mult": 1.0},
         {"params": biases, "lr": 2 * config.lr, "weight_decay": 0.0, "lr_mult": 2.0},
     ]
+
+
+def init_backbone(model: VFNet, path: str) -> None:
+    """Start `model`'s backbone from the backbone of the checkpoint at `path` (weights and BatchNorm
+    statistics), the way detectors start from ImageNet weights; its neck and head stay random."""
+    source = load_checkpoint(path)
+    try:
+        model.backbone.load_state_dict(source.backbone.state_dict())
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: its backbone (preset {source.preset!r}, depth {source.config.depth}) does not fit this model's "
+            f"(depth {model.config.depth})"
+        ) from None
 
 
 def learning_rate(config: TrainConfig, iteration: int, epoch: int) -> float:
@@ -137,6 +151,8 @@ def train(config: TrainConfig, resume: bool = True, show_progress: bool = True) 
     dataset = CocoDetection(config.data)
     indices = np.arange(len(dataset) if not config.max_images else min(config.max_images, len(dataset)))
     model = build_vfnet(config.preset, class_names=dataset.class_names, **config.model_overrides).train()
+    if config.init_backbone:
+        init_backbone(model, config.init_backbone)  # before a resume, which replaces every weight
     optimizer = torch.optim.SGD(param_groups(model, config), lr=config.lr, momentum=config.momentum)
 
     start_epoch, iteration, seconds_before = 0, 0, 0.0

@@ -58,3 +58,30 @@ def test_train_cli_turns_set_into_model_overrides(tmp_path, monkeypatch, capsys)
     with pytest.raises(SystemExit):
         cli.train_main(["--data", "d", "--out", "o", "--set", "stars=1"])
     assert "unknown VFNet setting(s): stars" in capsys.readouterr().err
+
+
+def test_init_backbone_starts_from_a_checkpoint_and_stays_frozen(tmp_path, tiny_checkpoint):
+    """The ablation's shared start: the backbone (weights and BatchNorm statistics) comes from a
+    checkpoint, frozen with frozen_stages=4 and norm_eval; the neck and head train from random."""
+    data = generate(tmp_path / "data", images=2, seed=4, size=96).parent
+    overrides = {"frozen_stages": 4, "norm_eval": True}
+    config = TrainConfig(
+        data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=2, warmup_iters=1,
+        model_overrides=overrides, init_backbone=str(tiny_checkpoint),
+    )  # fmt: skip
+    trained = load_checkpoint(train(config, show_progress=False))
+    source = load_checkpoint(tiny_checkpoint)
+    for name, tensor in source.backbone.state_dict().items():
+        # final.safetensors stores float16: equal to the source's weights up to that rounding
+        torch.testing.assert_close(trained.backbone.state_dict()[name].float(), tensor.float().half().float(), msg=name)
+    neck, source_neck = trained.neck.state_dict(), source.neck.state_dict()
+    assert any(not torch.equal(neck[k], source_neck[k]) for k in neck)  # the neck did not come from the file
+
+
+def test_init_backbone_refuses_a_backbone_of_another_depth(tmp_path, tiny_checkpoint):
+    from vfnet.model import CheckpointError, build_vfnet
+    from vfnet.train.trainer import init_backbone
+
+    model = build_vfnet("vfnet_r18_demo", depth=34)
+    with pytest.raises(CheckpointError, match="its backbone .* depth 18.* does not fit this model's \\(depth 34\\)"):
+        init_backbone(model, str(tiny_checkpoint))

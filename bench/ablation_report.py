@@ -1,4 +1,5 @@
-"""docs/ablation.md and docs/ablation.svg from the recorded runs (docs/ablation_runs.json) alone.
+"""docs/ablation.md, docs/ablation.svg and the README's copy of the table, from the recorded runs
+(docs/ablation_runs.json) alone.
 
     python bench/ablation.py report
 
@@ -17,6 +18,8 @@ from ablation import ROOT, SEEDS, VARIANTS, Schedule
 
 DOC = ROOT / "docs" / "ablation.md"
 PLOT = ROOT / "docs" / "ablation.svg"
+README = ROOT / "README.md"  # quotes the table between these two lines
+README_START, README_END = "<!-- ablation table: written by `python bench/ablation.py report` -->", "<!-- end of the ablation table -->"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CLAIMS = (  # (better, worse, the paper's claim)
     ("a", "c", "VFNet, ranking by the IACS, beats the design it replaces: FCOS/ATSS, ranking by sigmoid(cls) × sigmoid(centerness) "
@@ -85,22 +88,22 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
     if example is not None:
         lines += [f"A run, for example: `{example['command']}`, then `vfnet export onnx` and `{example['eval_command']}`.", ""]
         lines += [f"CPU: {example['cpu']}.", ""]
-    lines += [
+    table = [
         "| variant | seeds | AP | AP50 | AP75 | APs | APm | APl | oracle AP | AP per seed | hours per run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
         runs = by_variant[v.key]
         if not runs:
-            lines.append(f"| ({v.key}) {v.title} | 0 | " + " | ".join(["—"] * 9) + " |")
+            table.append(f"| ({v.key}) {v.title} | 0 | " + " | ".join(["—"] * 9) + " |")
             continue
         metrics = [cell([r["metrics"][m] for r in runs]) for m in METRICS]
         seeds = ", ".join(f"{r['metrics']['AP']:.3f}" for r in runs)
         hours = statistics.fmean(r["train_hours"] for r in runs)
-        lines.append(
+        table.append(
             f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours:.2f} |"
         )
-    lines += ["", "Mean ± standard deviation over seeds."]
+    lines += [*table, "", "Mean ± standard deviation over seeds."]
     if by_variant["a"]:
         mean_a = statistics.fmean(r["metrics"]["AP"] for r in by_variant["a"])
         reached = "reaches" if mean_a >= 0.45 else "does **not** reach"
@@ -137,9 +140,17 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         "",
     ]
     DOC.write_text("\n".join(lines))
+    quote_in_readme([*table, "", f"{done} of {total} runs recorded; mean ± standard deviation over seeds."])
     plot(by_variant)
     print("\n".join(lines))
     return 0
+
+
+def quote_in_readme(table: list[str]) -> None:
+    """Replace the README's copy of the table (between its two ablation-table markers) with `table`."""
+    text = README.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    README.write_text(text[:start] + "\n" + "\n".join(table) + "\n" + text[end:])
 
 
 def plot(by_variant: dict[str, list[dict]]) -> None:

@@ -36,7 +36,7 @@ $(SERVE_STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Two pytest-xdist workers, whole files each (module fixtures stay per file; the session exports are
-# made once and shared, tests/conftest.py), one torch thread each: ~1.8x faster on 2 cores.
+# made once and shared, tests/conftest.py), one torch thread each.
 test: $(STAMP) plugins
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

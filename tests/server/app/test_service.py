@@ -310,7 +310,9 @@ def test_body_size_limit(tiny_onnx):
 
 
 def test_sigterm_drains_accepted_requests(tiny_onnx, jpeg):
-    srv = Server(tiny_onnx, max_batch_size=2).wait_ready()
+    # a generous queue-wait bound: on a loaded machine (two test workers) the measured time per image
+    # would otherwise get the sixth request a 503 before it is accepted, which is not what is tested
+    srv = Server(tiny_onnx, max_batch_size=2, max_queue_wait_ms=60_000).wait_ready()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(detect, srv.url, {"image": ("a.jpg", jpeg, "image/jpeg")}) for _ in range(6)]
         deadline = time.monotonic() + 10

@@ -253,7 +253,8 @@ def test_parallel_clients_are_batched(server, jpeg):
 
 
 def test_full_queue_answers_503_fast_and_stays_ready(tiny_onnx, jpeg):
-    srv = Server(tiny_onnx, max_batch_size=1, queue_size=1, max_batch_delay_ms=0).wait_ready()
+    # max_queue_wait_ms: only the full queue refuses here, not a loaded machine's long estimated wait
+    srv = Server(tiny_onnx, max_batch_size=1, queue_size=1, max_batch_delay_ms=0, max_queue_wait_ms=60_000).wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             started = time.monotonic()
@@ -272,7 +273,7 @@ def test_full_queue_answers_503_fast_and_stays_ready(tiny_onnx, jpeg):
 
 
 def test_timeout_is_504_and_frees_the_queue(tiny_onnx, jpeg):
-    srv = Server(tiny_onnx, max_batch_size=1, queue_size=8, request_timeout_s=0.05).wait_ready()
+    srv = Server(tiny_onnx, max_batch_size=1, queue_size=8, request_timeout_s=0.05, max_queue_wait_ms=60_000).wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             codes = [r.status_code for r in pool.map(lambda _: detect(srv.url, files={"image": ("a.jpg", jpeg, "image/jpeg")}), range(8))]

@@ -53,7 +53,7 @@ def cell(values: list[float | None]) -> str:
     if not present:
         return "—"
     mean, sd = mean_sd(present)
-    return f"{mean:.3f} ± {sd:.3f}"
+    return f"{mean:.3f} ± {sd:.3f}" if len(present) > 1 else f"{mean:.3f}"  # one seed has no spread to show
 
 
 def write_report(records: list[dict], schedule: Schedule) -> int:

@@ -103,11 +103,14 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         table.append(
             f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours:.2f} |"
         )
-    lines += [*table, "", "Mean ± standard deviation over seeds."]
+    lines += [*table, "", "Mean ± standard deviation over seeds. Hours per run: wall time of the training, one thread, beside the other worker."]
+    notes = [f"- {r['run']}: {r['note']}." for r in records if r.get("note")]  # what a record says about itself
+    lines += ["", *notes] if notes else []
     if by_variant["a"]:
         mean_a = statistics.fmean(r["metrics"]["AP"] for r in by_variant["a"])
         reached = "reaches" if mean_a >= 0.45 else "does **not** reach"
-        lines += ["", f"The schedule: (a) {reached} the AP 0.45 it was chosen for (mean {mean_a:.3f} over {len(by_variant['a'])} seeds)."]
+        seeds_a = len(by_variant["a"])
+        lines += ["", f"The schedule: (a) {reached} the AP 0.45 it was chosen for (mean {mean_a:.3f} over {seeds_a} seed{'s' if seeds_a > 1 else ''})."]
     if done < total:
         lines += ["", f"**In progress**: {total - done} runs are not recorded yet; `python bench/ablation.py train --workers 2` continues them."]
     lines += ["", "## The paper's claims on this data", ""]
@@ -118,7 +121,8 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
             lines.append(f"| {claim} | ({better}) > ({worse}) | — | — | not run yet |")
             continue
         diff, se, said = verdict(a, b)
-        lines.append(f"| {claim} | ({better}) > ({worse}) | {diff:+.3f} | {se:.3f} | {said} |")
+        se_cell = f"{se:.3f}" if se == se else "—"  # NaN: one seed on a side has no spread to estimate it from
+        lines.append(f"| {claim} | ({better}) > ({worse}) | {diff:+.3f} | {se_cell} | {said} |")
     oracle_rows = [(v, by_variant[v.key]) for v in VARIANTS if by_variant[v.key]]
     if oracle_rows:
         gaps = [statistics.fmean(r["oracle"]["AP"] - r["metrics"]["AP"] for r in runs) for _, runs in oracle_rows]

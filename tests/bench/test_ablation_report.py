@@ -4,6 +4,7 @@ A claim is called held or reversed only at a two-sided p below 0.05; these check
 Student's t table and the verdicts to hand-computed cases, so that a lenient rule cannot creep back.
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -22,9 +23,10 @@ def test_p_at_the_table_quantiles_is_five_percent(t, df):
     assert two_sided_p(-t, df) == pytest.approx(0.05, abs=2e-5)  # two-sided: the sign does not matter
 
 
-def test_p_at_zero_is_one_and_at_one_with_one_degree_of_freedom_is_a_half():
+def test_p_against_the_cauchy_distribution():
     assert two_sided_p(0.0, 3) == 1.0
     assert two_sided_p(1.0, 1) == pytest.approx(0.5, abs=1e-9)  # Cauchy: P(|T| >= 1) = 1/2
+    assert two_sided_p(1000.0, 1) == pytest.approx(2 / math.pi * math.atan(1e-3), rel=1e-4)  # far out: steps stay small
 
 
 def test_verdicts():

@@ -63,7 +63,7 @@ def verdict(better: list[float], worse: list[float]) -> tuple[float, float, floa
     if se == 0.0:  # no spread on either side: any difference is exact
         p = 0.0 if diff else 1.0
     else:
-        df = (v1 + v2) ** 2 / ((v1**2 / (len(better) - 1) if v1 else 0.0) + (v2**2 / (len(worse) - 1) if v2 else 0.0))
+        df = (v1 + v2) ** 2 / (v1**2 / (len(better) - 1) + v2**2 / (len(worse) - 1))  # Welch-Satterthwaite
         p = two_sided_p(diff / se, df)
     if p >= 0.05:
         return diff, se, p, "within the noise"

@@ -24,12 +24,12 @@ PLOT = ROOT / "docs" / "ablation.svg"
 README = ROOT / "README.md"  # quotes the table between these two lines
 README_START, README_END = "<!-- ablation table: written by `python bench/ablation.py report` -->", "<!-- end of the ablation table -->"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-CLAIMS = (  # (better, worse, the paper's claim)
+CLAIMS = (  # (better, worse, the paper's claim, in short)
     ("a", "c", "VFNet, ranking by the IACS, beats the design it replaces: FCOS/ATSS, ranking by sigmoid(cls) × sigmoid(centerness) "
-     "(the two differ in loss, star DCN and refinement too: this compares the designs as wholes)"),
-    ("a", "b", "Varifocal Loss with IACS targets beats focal loss with binary targets"),
-    ("a", "d", "the star-shaped deformable convolution adds accuracy over plain 3x3 convs"),
-    ("a", "e", "the box refinement adds accuracy"),
+     "(the two differ in loss, star DCN and refinement too: this compares the designs as wholes)", "VFNet over FCOS/ATSS"),
+    ("a", "b", "Varifocal Loss with IACS targets beats focal loss with binary targets", "Varifocal Loss over focal loss"),
+    ("a", "d", "the star-shaped deformable convolution adds accuracy over plain 3x3 convs", "star DCN over plain convs"),
+    ("a", "e", "the box refinement adds accuracy", "box refinement"),
 )
 
 
@@ -136,17 +136,8 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         lines += ["", f"The schedule: (a) {reached} the AP 0.45 it was chosen for (mean {mean_a:.3f} over {seeds_a} seed{'s' if seeds_a > 1 else ''})."]
     if done < total:
         lines += ["", f"**In progress**: {total - done} runs are not recorded yet; `python bench/ablation.py train --workers 2` continues them."]
-    lines += ["", "## The paper's claims on this data", ""]
-    lines += ["| claim (the paper's direction) | compared | ΔAP | standard error | p (Welch) | on this data |", "|---|---|---|---|---|---|"]
-    for better, worse, claim in CLAIMS:
-        a, b = ([r["metrics"]["AP"] for r in by_variant[k]] for k in (better, worse))
-        if not a or not b:
-            lines.append(f"| {claim} | ({better}) > ({worse}) | — | — | — | not run yet |")
-            continue
-        diff, se, p, said = verdict(a, b)
-        judged = not math.isnan(se)  # one seed on a side has no spread to judge by
-        se_cell, p_cell = (f"{se:.3f}", f"{p:.3f}") if judged else ("—", "—")
-        lines.append(f"| {claim} | ({better}) > ({worse}) | {diff:+.3f} | {se_cell} | {p_cell} | {said} |")
+    claims = claims_table(by_variant)
+    lines += ["", "## The paper's claims on this data", "", *claims]
     oracle_rows = [(v, by_variant[v.key]) for v in VARIANTS if by_variant[v.key]]
     if oracle_rows:
         gaps = [statistics.fmean(r["oracle"]["AP"] - r["metrics"]["AP"] for r in runs) for _, runs in oracle_rows]
@@ -169,10 +160,29 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         "",
     ]
     DOC.write_text("\n".join(lines))
-    quote_in_readme([*table, "", f"{done} of {total} runs recorded; mean ± standard deviation over seeds."])
+    quote_in_readme([*table, "", f"{done} of {total} runs recorded; mean ± standard deviation over seeds.", "", *claims])
     plot(by_variant)
     print("\n".join(lines))
     return 0
+
+
+def claims_table(by_variant: dict[str, list[dict]]) -> list[str]:
+    """The claims, each with its Welch's test, then one sentence that sorts them by verdict."""
+    lines = ["| claim (the paper's direction) | compared | ΔAP | standard error | p (Welch) | on this data |", "|---|---|---|---|---|---|"]
+    sorted_claims: dict[str, list[str]] = {}  # verdict -> the claims, in short
+    for better, worse, claim, short in CLAIMS:
+        a, b = ([r["metrics"]["AP"] for r in by_variant[k]] for k in (better, worse))
+        if not a or not b:
+            lines.append(f"| {claim} | ({better}) > ({worse}) | — | — | — | not run yet |")
+            sorted_claims.setdefault("not run yet", []).append(short)
+            continue
+        diff, se, p, said = verdict(a, b)
+        judged = not math.isnan(se)  # one seed on a side has no spread to judge by
+        se_cell, p_cell = (f"{se:.3f}", f"{p:.3f}" if p >= 0.001 else "< 0.001") if judged else ("—", "—")
+        lines.append(f"| {claim} | ({better}) > ({worse}) | {diff:+.3f} | {se_cell} | {p_cell} | {said} |")
+        sorted_claims.setdefault(said.strip("*"), []).append(f"{short} ({diff:+.3f} AP, p {p_cell})" if judged else short)
+    in_short = "; ".join(f"{said}: {', '.join(shorts)}" for said, shorts in sorted_claims.items())
+    return [*lines, "", f"**In short**, on this data: {in_short}."]
 
 
 def quote_in_readme(table: list[str]) -> None:

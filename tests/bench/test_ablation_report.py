@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the report imports its siblings by name
-from ablation_report import two_sided_p, verdict  # noqa: E402
+from ablation_report import claims_table, two_sided_p, verdict  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,17 @@ def test_verdicts():
     assert verdict([0.5], [0.4, 0.41])[3] == "not judged (fewer than 2 seeds)"
     assert verdict([0.5, 0.5], [0.4, 0.4])[1:] == (0.0, 0.0, "**holds**")  # no spread: the difference is exact
     assert verdict([0.5, 0.5], [0.5, 0.5])[3] == "within the noise"
+
+
+def test_claims_table_sorts_the_claims_by_verdict():
+    def runs(*aps):
+        return [{"metrics": {"AP": ap}} for ap in aps]
+
+    by_variant = {"a": runs(0.50, 0.52, 0.51), "b": runs(0.50, 0.53, 0.51), "c": runs(0.40, 0.41, 0.42), "d": [], "e": runs(0.60, 0.61, 0.62)}
+    lines = claims_table(by_variant)
+    rows = [line for line in lines if line.startswith("| ") and "(a) >" in line]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == ["**holds**", "within the noise", "not run yet", "**reversed**"]
+    assert lines[-1] == (
+        "**In short**, on this data: holds: VFNet over FCOS/ATSS (+0.100 AP, p < 0.001); within the noise: Varifocal Loss "
+        "over focal loss (-0.003 AP, p 0.770); not run yet: star DCN over plain convs; reversed: box refinement (-0.100 AP, p < 0.001)."
+    )

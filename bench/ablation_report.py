@@ -109,9 +109,16 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
     ]
     if example is not None:
         lines += [f"A run, for example: `{example['command']}`, then `vfnet export onnx` and `{example['eval_command']}`.", ""]
-        lines += [f"CPU: {example['cpu']}.", ""]
+    cpus: dict[str, list[str]] = {}  # CPU -> the runs made on it (machines of one kind differ: Zen 4 or Zen 5)
+    for r in records:
+        cpus.setdefault(r["cpu"], []).append(r["run"])
+    if len(cpus) == 1:
+        lines += [f"CPU: {next(iter(cpus))}.", ""]
+    else:
+        lines += ["CPUs (their speeds differ: hours compare only between runs on one CPU):", ""]
+        lines += [*(f"- {cpu}: {', '.join(runs)}" for cpu, runs in cpus.items()), ""]
     table = [
-        "| variant | seeds | AP | AP50 | AP75 | APs | APm | APl | oracle AP | AP per seed | hours (fastest run) |",
+        "| variant | seeds | AP | AP50 | AP75 | APs | APm | APl | oracle AP | AP per seed | training hours per seed |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
@@ -121,12 +128,12 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
             continue
         metrics = [cell([r["metrics"][m] for r in runs]) for m in METRICS]
         seeds = ", ".join(f"{r['metrics']['AP']:.3f}" for r in runs)
-        hours = min(r["train_hours"] for r in runs)  # the least contended: what a run costs
+        hours = ", ".join(f"{r['train_hours']:.2f}" for r in runs)
         table.append(
-            f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours:.2f} |"
+            f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours} |"
         )
-    lines += [*table, "", "Mean ± standard deviation over seeds. Hours: the training wall time of the variant's fastest run (one thread, "
-        "beside one other run on the 2 cores); the notes below name the runs that shared the cores with more."]
+    lines += [*table, "", "Mean ± standard deviation over seeds. Training hours: wall time, one thread, beside one other run on the "
+        "2 cores; the notes below name the runs that shared the cores with more."]
     notes = [f"- {r['run']}: {r['note']}." for r in records if r.get("note")]  # what a record says about itself
     lines += ["", *notes] if notes else []
     if by_variant["a"]:

@@ -84,6 +84,7 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
     total = len(VARIANTS) * len(SEEDS)
     cpu_hours = sum(r["train_hours"] + r["eval_seconds"] / 3600 for r in records)
     example = next(iter(by_variant["a"]), records[0] if records else None)
+    lr_drops = f"epoch{'s' if len(schedule.lr_steps) > 1 else ''} {', '.join(map(str, schedule.lr_steps))}"
     lines = [
         "# Ablation: IACS + Varifocal Loss vs focal loss vs centerness, star features, box refinement, and the oracle",
         "",
@@ -100,7 +101,7 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         f"Input fit {schedule.input_size}×{schedule.input_size}, the first {schedule.max_images} images of the synthetic "
         f"training set (seed 1), {schedule.epochs} epochs at batch {schedule.batch_size} "
         f"({schedule.epochs * schedule.max_images // schedule.batch_size} iterations), SGD lr 0.01 with "
-        f"{schedule.warmup_iters} warm-up iterations and 10x drops after epoch{'s' if len(schedule.lr_steps) > 1 else ''} {', '.join(map(str, schedule.lr_steps))}, "
+        f"{schedule.warmup_iters} warm-up iterations and 10x drops after {lr_drops}, "
         f"{'bfloat16 autocast' if schedule.bf16 else 'float32'}, seeds 0, 1, 2 (initialisation and data order). Every variant shares all of it. Each model is "
         "exported to ONNX and scored by `vfnet eval` (pycocotools, ONNX Runtime, exactly as served) on the held-out "
         "synthetic split (seed 2, 500 images), with its NMS ranking by its own score; the oracle (`vfnet eval "

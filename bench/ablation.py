@@ -215,8 +215,8 @@ def peek(run: Path, schedule: Schedule) -> int:
 
     from vfnet.model import build_vfnet, save_checkpoint
     from vfnet.server.runtime import load_detector
-    from vfnet.train.dataset import CocoDetection
-    from vfnet.train.evaluate import evaluate
+    from vfnet.server.coco import CocoDetection
+    from vfnet.server.evaluate import evaluate
 
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     config = json.loads(state["config"])

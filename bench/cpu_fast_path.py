@@ -38,7 +38,9 @@ from vfnet.export import export_onnx
 from vfnet.export.int8 import quantize_int8
 from vfnet.export.openvino_export import export_openvino
 from vfnet.model import build_vfnet, load_checkpoint
+from vfnet.server.runtime.backends import BackendOptions
 from vfnet.server.runtime.backends.openvino_backend import OpenVINOBackend, native_bf16
+from vfnet.server.runtime.images import Batch
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
 from vfnet.train.synth import render_image
 
@@ -62,7 +64,8 @@ def call(path, feeds: dict):
     """One contract call on an ONNX Runtime session or an OpenVINO backend."""
     if isinstance(path, ort.InferenceSession):
         return lambda: path.run(None, feeds)
-    return lambda: path.run(feeds["images"], feeds["image_sizes"], float(feeds["iou_threshold"][0]))
+    batch = Batch(feeds["images"], feeds["image_sizes"])
+    return lambda: path.run(batch, float(feeds["iou_threshold"][0]))
 
 
 def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) -> list[dict]:
@@ -77,9 +80,9 @@ def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) 
     quantize_int8(fp32_path, int8_path, sorted(calibration.glob("*.jpg")))
     ir = export_openvino(model, folder / f"{name}_ir").path
     paths = {"ORT fp32": session(fp32_path, threads), "ORT int8": session(int8_path, threads)}
-    paths["OV fp32"] = OpenVINOBackend(ir, precision="fp32", intra_op_threads=threads)
+    paths["OV fp32"] = OpenVINOBackend(ir, BackendOptions(precision="fp32", intra_op_threads=threads))
     if NATIVE_BF16:
-        paths["OV bf16"] = OpenVINOBackend(ir, precision="bf16", intra_op_threads=threads)
+        paths["OV bf16"] = OpenVINOBackend(ir, BackendOptions(precision="bf16", intra_op_threads=threads))
     rows = []
     for batch, canvas in cases:
         pictures = scenes(batch, seed=43, height=canvas[0], width=canvas[1])

@@ -28,6 +28,7 @@ from report import gpu_description, publish  # noqa: E402
 from vfnet.export import export_onnx  # noqa: E402
 from vfnet.model import build_vfnet, load_checkpoint  # noqa: E402
 from vfnet.server.runtime import load_detector  # noqa: E402
+from vfnet.server.runtime.images import Batch  # noqa: E402
 from vfnet.server.runtime.load import DEMO_CHECKPOINT  # noqa: E402
 
 TITLE = "## GPU backends"
@@ -80,7 +81,7 @@ def star_share_tensorrt(backend, images, sizes, iou, star_nodes: set[str]) -> fl
 
     profiler = Profiler()
     backend.context.profiler = profiler
-    backend.run(images, sizes, iou)
+    backend.run(Batch(images, sizes), iou)
     backend.context.profiler = None
     total = sum(profiler.layers.values())
     # a layer's name holds the names of the nodes it came from (joined with " + " when fused)
@@ -121,12 +122,12 @@ def rows_for(name: str, model, canvas: tuple[int, int], iterations: int, folder:
 
             candidates = [("torch CUDA eager", eager_call, star_share_torch(eager, timg, tsize, tiou))]
             ort = load_detector(exports[(precision, False)], device="cuda").backend
-            candidates.append(("ONNX Runtime CUDA", lambda: ort.run(images, sizes, 0.6), float("nan")))
+            candidates.append(("ONNX Runtime CUDA", lambda: ort.run(Batch(images, sizes), 0.6), float("nan")))
             for label, plugin in (("TensorRT, native DeformConv", False), ("TensorRT, our plugin", True)):
                 onnx_path = exports[(precision, plugin)]
                 trt_backend = load_detector(engine(onnx_path, folder / f"{name}_{precision}_{plugin}_{batch}.engine", batch)).backend
                 share = star_share_tensorrt(trt_backend, images, sizes, 0.6, star_node_names(onnx_path))
-                candidates.append((label, lambda b=trt_backend: b.run(images, sizes, 0.6), share))
+                candidates.append((label, lambda b=trt_backend: b.run(Batch(images, sizes), 0.6), share))
             for label, call, share in candidates:
                 ms = timings_ms(call, iterations)
                 p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)

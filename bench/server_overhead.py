@@ -141,7 +141,7 @@ def padding_cost(detector, images: list[bytes], rounds: int = 6) -> tuple[float,
 
     def padded_together() -> None:
         batch = make_batch(prepared, detector.card.size_divisor)
-        detector.backend.run(batch.images, batch.image_sizes, iou)
+        detector.backend.run(batch, iou)
 
     def by_canvas() -> None:
         detector.infer(prepared, iou)

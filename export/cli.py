@@ -1,5 +1,9 @@
 """`vfnet export onnx ...` and `vfnet export openvino ...` (checkpoints to deployable graphs) and
-`vfnet export trt ...` (ONNX files to TensorRT engines; no torch)."""
+`vfnet export trt ...` (ONNX files to TensorRT engines; no torch).
+
+One `run_<target>(args)` per subcommand, chosen by argparse (`set_defaults(run=...)`); each turns
+its flags into a call of its target's `export_<target>` and its errors into one line and an exit code.
+A new target: a file with its `export_<target>`, a subparser here and its `run_<target>`."""
 
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Export the whole inference contract (normalisation, network, decoding, class-aware NMS) "
         "to one ONNX file with dynamic batch, height and width, metadata inside, checked by onnx.checker.",
     )
+    onnx.set_defaults(run=run_onnx)
     from_checkpoint(onnx, "output .onnx file")
     onnx.add_argument("--fp16", action="store_true", help="float16 network (outputs stay float32); for TensorRT 11")
     onnx.add_argument(
@@ -67,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Export the whole inference contract to an OpenVINO IR with dynamic batch, height and width and the model card "
         "in its rt_info. Served by the openvino backend: float32, or bfloat16 on CPUs with AVX512_BF16 or AMX.",
     )
+    openvino.set_defaults(run=run_openvino)
     from_checkpoint(openvino, "output folder (model.xml and model.bin are written in it)", metavar="DIR")
     trt = target(
         "trt",
@@ -74,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Build a TensorRT engine (strongly typed: the ONNX graph's precision) for one shape profile, and "
         "write its model card and manifest (TensorRT version, GPU, hashes, profile) to ENGINE.json beside it.",
     )
+    trt.set_defaults(run=run_trt)
     trt.add_argument("--onnx", required=True, type=Path, help="an ONNX file from `vfnet export onnx` (standard or --plugin)")
     trt.add_argument("--out", required=True, type=Path, help="output .engine file")
     trt.add_argument("--plugin-lib", type=Path, help="TensorRT plugin library (default: build/plugins/libvfnet_trt_plugins.so when the graph needs it)")
@@ -99,77 +106,100 @@ def canvas(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.target == "trt":
-        from .trt_export import export_trt
+    return args.run(args)
 
-        return export_trt(args)
-    from vfnet.model import CheckpointError, load_checkpoint
 
-    from .onnx_export import export_onnx
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    try:
-        model = load_checkpoint(args.weights)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+def failed(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def load_model(args: argparse.Namespace):
+    """The checkpoint of --weights, or CheckpointError."""
+    from vfnet.model import load_checkpoint
+
+    return load_checkpoint(args.weights)
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    """`onnx`: the standard, --fp16, --raw or --plugin graph, or with --int8 its quantized version."""
+    from vfnet.model import CheckpointError
+
     if args.max_detections is not None and args.max_detections < 1:
-        print("error: --max-detections must be at least 1", file=sys.stderr)
-        return 2
-
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    if args.target == "openvino":
-        return export_openvino_ir(model, args, progress)
-    if not args.int8:
-        try:
-            summary = export_onnx(model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress)
-        except ValueError as exc:  # e.g. --plugin for a model without star convolutions
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(summary)
-        return 0
-    return export_int8(model, args, progress)
-
-
-def export_int8(model, args, progress) -> int:
-    """`--int8`: the float32 export, then its convolutions quantized (int8.py)."""
-    import tempfile
-
-    from .int8 import calibration_images, quantize_int8
-    from .onnx_export import export_onnx
-
-    if args.fp16 or args.raw or args.plugin:
-        print("error: --int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", file=sys.stderr)
-        return 2
-    if args.calibration is None or args.calibration_images < 1:
-        print("error: --int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", file=sys.stderr)
-        return 2
+        return failed("--max-detections must be at least 1", 2)
+    if args.int8 and (args.fp16 or args.raw or args.plugin):
+        return failed("--int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", 2)
+    if args.int8 and (args.calibration is None or args.calibration_images < 1):
+        return failed("--int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", 2)
     try:
-        images = calibration_images(args.calibration, args.calibration_images)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    with tempfile.TemporaryDirectory() as scratch:
-        fp32 = Path(scratch) / "fp32.onnx"
-        export_onnx(model, fp32, max_detections=args.max_detections, progress=progress)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        quantize_int8(fp32, args.out, images, progress)
-    print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, int8 convolutions calibrated on {len(images)} images from {args.calibration}")
+        model = load_model(args)
+        if args.int8:
+            from .int8 import calibration_images, export_int8
+
+            images = calibration_images(args.calibration, args.calibration_images)
+            summary = export_int8(model, args.out, calibration=images, max_detections=args.max_detections, progress=progress)
+            print(f"{summary}; int8 convolutions calibrated on {len(images)} images from {args.calibration}")
+            return 0
+        from .onnx_export import export_onnx
+
+        summary = export_onnx(
+            model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress
+        )
+    except (CheckpointError, ValueError) as exc:  # ValueError: e.g. --plugin for a model without star convolutions
+        return failed(str(exc))
+    print(summary)
     return 0
 
 
-def export_openvino_ir(model, args, progress) -> int:
+def run_openvino(args: argparse.Namespace) -> int:
     """`openvino`: needs OpenVINO beside torch (pip install 'vfnet-serve[export,openvino]')."""
     import importlib.util
 
+    from vfnet.model import CheckpointError
+
     if importlib.util.find_spec("openvino") is None:
-        print("error: vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'", file=sys.stderr)
-        return 1
+        return failed("vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'")
+    if args.max_detections is not None and args.max_detections < 1:
+        return failed("--max-detections must be at least 1", 2)
+    if args.out.exists() and not args.out.is_dir():
+        return failed(f"--out {args.out} is a file; give a folder (model.xml and model.bin go in it)", 2)
     from .openvino_export import export_openvino
 
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out {args.out} is a file; give a folder (model.xml and model.bin go in it)", file=sys.stderr)
-        return 2
-    print(export_openvino(model, args.out, max_detections=args.max_detections, progress=progress))
+    try:
+        print(export_openvino(load_model(args), args.out, max_detections=args.max_detections, progress=progress))
+    except CheckpointError as exc:
+        return failed(str(exc))
+    return 0
+
+
+def run_trt(args: argparse.Namespace) -> int:
+    """`trt`: no torch; TensorRT's absence, a missing GPU or a bad file is one line and exit 1."""
+    from vfnet.server.runtime.artifact import ModelLoadError, read_engine_sidecar
+    from vfnet.server.runtime.backends.tensorrt.build import onnx_card
+
+    from .trt_export import chosen_profile, export_trt
+
+    try:
+        profile = chosen_profile(onnx_card(args.onnx), args)
+        engine = export_trt(
+            args.onnx,
+            args.out,
+            profile=profile,
+            plugin_lib=args.plugin_lib,
+            timing_cache=args.timing_cache,
+            workspace_bytes=int(args.workspace * (1 << 30)),
+            optimization_level=args.builder_optimization_level,
+            progress=progress,
+        )
+    except (ModelLoadError, ValueError) as exc:
+        return failed(str(exc))
+    card, built = read_engine_sidecar(engine)
+    shapes = profile.shapes()
+    print(f"{engine}: {engine.stat().st_size / 1e6:.1f} MB built in {built['build_seconds']:.0f} s, TensorRT {built['tensorrt_version']} on "
+          f"{built['gpu_name']} ({built['compute_capability']}), {card.precision}, images {shapes['min']} .. {shapes['max']}; "
+          f"manifest {engine.name}.json")  # fmt: skip
     return 0

@@ -20,6 +20,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from vfnet.model import VFNet
+from vfnet.server.runtime.artifact import image_inputs, read_onnx_card, write_onnx_card
+
+from .onnx_export import export_onnx
+from .prepare import ExportSummary
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -39,11 +45,7 @@ def quantize_int8(fp32_onnx: Path, out: Path, images: list[Path], progress: Call
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from vfnet.server.runtime import load_detector
-    from vfnet.server.runtime.images import make_batch
-
-    detector = load_detector(fp32_onnx, backend="onnxruntime", device="cpu")
-    card = detector.card
+    card = read_onnx_card(fp32_onnx)
     if card.graph != "detections" or card.precision != "fp32":
         raise ValueError(f"{fp32_onnx}: int8 starts from a float32 detections graph, not {card.precision} {card.graph}")
 
@@ -57,8 +59,7 @@ def quantize_int8(fp32_onnx: Path, out: Path, images: list[Path], progress: Call
             path = next(self.paths, None)
             if path is None:
                 return None
-            batch = make_batch([detector.prepare(path.read_bytes())], card.size_divisor)
-            return {"images": batch.images, "image_sizes": batch.image_sizes, "iou_threshold": np.array([card.iou_threshold], np.float32)}
+            return image_inputs(path.read_bytes(), card)
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -77,8 +78,25 @@ def quantize_int8(fp32_onnx: Path, out: Path, images: list[Path], progress: Call
             reduce_range=True,  # 7-bit weights: x86 without VNNI multiplies u8 x s8 pairs into int16, which 8 bits could saturate
         )
     quantized = onnx.load(str(out))
-    metadata = dataclasses.replace(card, precision="int8").to_metadata()  # and nothing the quantizer added
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(onnx.StringStringEntryProto(key=key, value=value) for key, value in metadata.items())
+    write_onnx_card(quantized, dataclasses.replace(card, precision="int8"))  # and nothing the quantizer added
     onnx.save(quantized, str(out))
     onnx.checker.check_model(str(out), full_check=True)
+
+
+def export_int8(
+    model: VFNet,
+    out: str | Path,
+    *,
+    calibration: list[Path],
+    max_detections: int | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> ExportSummary:
+    """`model`'s float32 ONNX export (export_onnx), then its convolutions quantized, calibrated on
+    the `calibration` images (calibration_images picks them from a folder), written to `out`."""
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        summary = export_onnx(model, fp32, max_detections=max_detections, progress=progress)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        quantize_int8(fp32, out, calibration, progress)
+    return dataclasses.replace(summary, path=out, size_bytes=out.stat().st_size)

@@ -15,19 +15,16 @@ The same contract as the ONNX export, built from two conversions joined into one
 2. NMS: the frontend cannot convert our `vfnet::multiclass_nms` op, so the op goes through the ONNX
    exporter with the translation every ONNX file uses (onnx_nms.py) and OpenVINO's ONNX reader
    turns that into OpenVINO operators (NonMaxSuppression, TopK, Gather...);
-3. the NMS model's `boxes` and `scores` inputs are replaced by the candidates' outputs.
+3. the NMS model's candidate inputs are replaced by the candidates' outputs.
 
-The model card is kept in the IR's rt_info under `vfnet_serve` (all strings, as in ONNX metadata).
+The model card is kept in the IR's rt_info (artifact.write_openvino_card).
 Weights stay float32 in the .bin; bfloat16 is a choice of the runtime (backends/openvino_backend.py).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import operator
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -37,11 +34,12 @@ from torch.export import Dim
 
 from vfnet.model import VFNet
 from vfnet.model.postprocess import candidates, multiclass_nms
+from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_openvino_card
 
-from vfnet.server.runtime.backends.openvino_backend import CARD_KEY, INPUTS, OUTPUTS
+from .prepare import EXAMPLE_SIZE, ExportSummary, dynamic_dims, example_inputs, onnx_program, prepared_copy
 
-from .onnx_export import OPSET, ExportSummary, model_card
-from .onnx_nms import multiclass_nms_onnx
+
+NMS_CANDIDATES = ("candidate_boxes", "candidate_scores")  # the NMS model's inputs, joined to CandidatesGraph's outputs
 
 
 class CandidatesGraph(nn.Module):
@@ -59,14 +57,15 @@ class CandidatesGraph(nn.Module):
 
 
 class NmsGraph(nn.Module):
-    """(boxes [B, N, 4], scores [B, N, C], iou_threshold [1]) -> the contract's four outputs."""
+    """(candidate_boxes [B, N, 4], candidate_scores [B, N, C], iou_threshold [1]) -> the contract's
+    four outputs (its argument names are the NMS model's input names, NMS_CANDIDATES)."""
 
     def __init__(self, score_threshold: float, max_detections: int):
         super().__init__()
         self.score_threshold, self.max_detections = score_threshold, max_detections
 
-    def forward(self, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: torch.Tensor):
-        return multiclass_nms(boxes, scores, self.score_threshold, iou_threshold, self.max_detections)
+    def forward(self, candidate_boxes: torch.Tensor, candidate_scores: torch.Tensor, iou_threshold: torch.Tensor):
+        return multiclass_nms(candidate_boxes, candidate_scores, self.score_threshold, iou_threshold, self.max_detections)
 
 
 def min_by_arithmetic(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -101,45 +100,35 @@ def export_openvino(
     out_dir: str | Path,
     *,
     max_detections: int | None = None,
-    example_size: tuple[int, int] = (320, 416),
+    example_size: tuple[int, int] = EXAMPLE_SIZE,
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """Write `out_dir`/model.xml and model.bin for `model` (left unchanged); returns a summary."""
     import openvino as ov
 
-    model = copy.deepcopy(model).float().eval()
-    if max_detections is not None:
-        if max_detections < 1:
-            raise ValueError("max_detections must be at least 1")
-        model.config = dataclasses.replace(model.config, max_detections=max_detections)
+    model = prepared_copy(model, max_detections).float()
     c = model.config
-    height, width = example_size
-    images = torch.zeros(2, 3, height, width, dtype=torch.uint8)
-    image_sizes = torch.tensor([[height, width], [height - 32, width - 64]], dtype=torch.int64)
-    batch, h32, w32 = Dim("batch", min=1, max=256), Dim("h32", min=1, max=1024), Dim("w32", min=1, max=1024)
+    images, image_sizes = example_inputs(example_size)
 
     progress(f"tracing {model.preset} up to NMS with torch.export and converting it with OpenVINO's PyTorch frontend (the slow step) ...")
     start = time.perf_counter()
     with torch.no_grad():
-        program = torch.export.export(
-            CandidatesGraph(model), (images, image_sizes), dynamic_shapes={"images": {0: batch, 2: 32 * h32, 3: 32 * w32}, "image_sizes": {0: batch}}
-        )
+        program = torch.export.export(CandidatesGraph(model), (images, image_sizes), dynamic_shapes=dynamic_dims())
         network = ov.convert_model(min_by_arithmetic(program))
         boxes, scores = CandidatesGraph(model)(images, image_sizes)  # example inputs of the NMS export
     progress(f"  done in {time.perf_counter() - start:.1f} s; converting NMS through ONNX ...")
     nms = _nms_model(ov, boxes, scores, c.score_threshold, c.max_detections)
 
-    # Join: the NMS model's boxes and scores inputs now read the network's two outputs.
+    # Join: the NMS model's candidate inputs now read the network's two outputs.
     joined = {p.get_friendly_name(): p for p in nms.get_parameters()}
-    for name, result in zip(("boxes", "scores"), network.get_results()):
+    for name, result in zip(NMS_CANDIDATES, network.get_results()):
         joined[name].output(0).replace(result.input_value(0))
-    full = ov.Model(nms.get_results(), [*network.get_parameters(), joined["iou_threshold"]], model.preset)
+    full = ov.Model(nms.get_results(), [*network.get_parameters(), joined[INPUTS[2]]], model.preset)
     for port, name in zip(full.inputs, INPUTS):
         port.get_tensor().set_names({name})
     for port, name in zip(full.outputs, OUTPUTS):
         port.get_tensor().set_names({name})
-    for key, value in model_card(model, graph="detections", precision="fp32").to_metadata().items():
-        full.set_rt_info(value, [CARD_KEY, key])
+    write_openvino_card(full, model_card(model, "fp32"))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,19 +140,16 @@ def export_openvino(
 
 
 def _nms_model(ov, boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, max_detections: int):
-    """`vfnet::multiclass_nms` as an OpenVINO model, through our ONNX translation (onnx_nms.py)."""
+    """`vfnet::multiclass_nms` as an OpenVINO model, through our ONNX translation (onnx_nms.py):
+    inputs NMS_CANDIDATES and the IoU threshold, outputs the contract's."""
     batch, count = Dim("batch", min=1, max=256), Dim("candidates", min=1, max=1_000_000)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="# The axis name")  # torch notes that batch dims are shared
-        program = torch.onnx.export(
-            NmsGraph(score_threshold, max_detections).eval(),
-            (boxes, scores, torch.tensor([0.5])),
-            dynamo=True,
-            opset_version=OPSET,
-            dynamic_shapes={"boxes": {0: batch, 1: count}, "scores": {0: batch, 1: count}, "iou_threshold": None},
-            input_names=["boxes", "scores", "iou_threshold"],
-            output_names=list(OUTPUTS),
-            custom_translation_table={torch.ops.vfnet.multiclass_nms.default: multiclass_nms_onnx},
-            verbose=False,
-        )
+    candidate_boxes, candidate_scores = NMS_CANDIDATES
+    iou_threshold = INPUTS[2]
+    program = onnx_program(
+        NmsGraph(score_threshold, max_detections).eval(),
+        (boxes, scores, torch.tensor([0.5])),
+        {candidate_boxes: {0: batch, 1: count}, candidate_scores: {0: batch, 1: count}, iou_threshold: None},
+        [candidate_boxes, candidate_scores, iou_threshold],
+        list(OUTPUTS),
+    )
     return ov.Core().read_model(program.model_proto.SerializeToString(), b"")

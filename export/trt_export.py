@@ -1,17 +1,18 @@
 """`vfnet export trt`: an ONNX file from `vfnet export onnx` -> a TensorRT engine plus its sidecar
 (model card and manifest). No torch; TensorRT, cuda-python and a GPU are needed, and without them
-the command says so in one line and exits 1."""
+ModelLoadError says so in one line. The builder and the engine files are the TensorRT backend's own
+(vfnet.server.runtime.backends.tensorrt), so an engine made here is one `vfnet serve` accepts."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from vfnet.server.runtime import ModelCard, ModelLoadError
-from vfnet.server.runtime.engine_cache import Profile, default_profile, read_sidecar, write_engine
-from vfnet.server.runtime.tensorrt_build import build_engine, onnx_card, plugin_library, running_manifest
+from vfnet.server.runtime.artifact import ModelCard
+from vfnet.server.runtime.backends.tensorrt.build import build_engine, onnx_card, plugin_library, running_manifest
+from vfnet.server.runtime.backends.tensorrt.cache import Profile, default_profile, write_engine
 
 
 def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
@@ -26,27 +27,26 @@ def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
     return dataclasses.replace(base, **changes)
 
 
-def export_trt(args: argparse.Namespace) -> int:
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+def export_trt(
+    onnx: Path,
+    out: Path,
+    *,
+    profile: Profile | None = None,
+    plugin_lib: Path | None = None,
+    timing_cache: Path | None = None,
+    workspace_bytes: int = 4 << 30,
+    optimization_level: int = 3,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Build the engine of `onnx` for `profile` (default: batches 1..8, canvases up to the model's
+    input size) into `out`, its sidecar beside it; returns `out`. A plugin graph needs `plugin_lib`
+    or our built library. Raises ModelLoadError (no TensorRT, no GPU, a bad file, a failed build)."""
+    card = onnx_card(onnx)
+    profile = profile or default_profile(card)
+    plugins = plugin_library(card, plugin_lib)
+    manifest = running_manifest(onnx, card, profile, plugins, optimization_level, workspace_bytes)
 
-    try:
-        card = onnx_card(args.onnx)
-        profile = chosen_profile(card, args)
-        plugins = plugin_library(card, args.plugin_lib)
-        workspace = int(args.workspace * (1 << 30))
-        manifest = running_manifest(args.onnx, card, profile, plugins, args.builder_optimization_level, workspace)
+    def build(path: Path) -> None:
+        build_engine(onnx, path, profile, plugins, timing_cache, workspace_bytes, optimization_level, progress)
 
-        def build(path: Path) -> None:
-            build_engine(args.onnx, path, profile, plugins, args.timing_cache, workspace, args.builder_optimization_level, progress)
-
-        engine = write_engine(args.out, card, manifest, build)
-    except (ModelLoadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    size = engine.stat().st_size / 1e6
-    built = read_sidecar(engine)[1]
-    print(f"{engine}: {size:.1f} MB built in {built.build_seconds:.0f} s, TensorRT {built.tensorrt_version} on {built.gpu_name} "
-          f"({built.compute_capability}), {card.precision}, images {profile.shapes()['min']} .. {profile.shapes()['max']}; "
-          f"manifest {engine.name}.json")  # fmt: skip
-    return 0
+    return write_engine(out, card, manifest, build)

@@ -6,26 +6,69 @@ torch, `vfnet.train` or `vfnet.export`, and `vfnet --help` starts instantly.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-# name -> ("module:function" taking argv and returning an exit code, one-line summary, group).
-# The first group needs no torch (`pip install 'vfnet-serve[cpu]'`). `eval` runs the runtime like
-# serve, but its code lives in vfnet.train beside the COCO-format reader it shares with training.
-SERVE, MAKE = "serve and measure (no torch needed)", "make models (torch)"
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "serve": ("vfnet.server.app.cli:main", "run the HTTP detection service (default: the bundled demo model)", SERVE),
-    "loadtest": ("vfnet.server.loadtest:main", "load a running service (Locust) and check latency targets", SERVE),
-    "eval": ("vfnet.train.cli:eval_main", "COCO metrics of a model on COCO-format data, through the runtime", SERVE),
-    "data": ("vfnet.train.cli:data_main", "make a synthetic detection set in COCO format", SERVE),
-    "convert-mmdet": ("vfnet.export.convert_cli:main", "official VFNet / mmdetection .pth -> vfnet-serve .safetensors", MAKE),
-    "export": ("vfnet.export.cli:main", "checkpoint -> ONNX (fp32, fp16, int8, raw head outputs) or OpenVINO IR", MAKE),
-    "train": ("vfnet.train.cli:train_main", "train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data", MAKE),
+# Each command is a function that imports its module only when it runs; its docstring is its summary.
+
+
+def serve(argv: list[str]) -> int:
+    """run the HTTP detection service (default: the bundled demo model)"""
+    from vfnet.server.app.cli import main
+
+    return main(argv)
+
+
+def loadtest(argv: list[str]) -> int:
+    """load a running service (Locust) and check latency targets"""
+    from vfnet.server.loadtest import main
+
+    return main(argv)
+
+
+def evaluate(argv: list[str]) -> int:
+    """COCO metrics of a model on COCO-format data, through the runtime"""
+    from vfnet.server.evaluate import main
+
+    return main(argv)
+
+
+def data(argv: list[str]) -> int:
+    """make a synthetic detection set in COCO format"""
+    from vfnet.train.cli import data_main
+
+    return data_main(argv)
+
+
+def convert_mmdet(argv: list[str]) -> int:
+    """official VFNet / mmdetection .pth -> vfnet-serve .safetensors"""
+    from vfnet.export.convert_cli import main
+
+    return main(argv)
+
+
+def export(argv: list[str]) -> int:
+    """checkpoint -> ONNX (fp32, fp16, int8, raw head outputs) or OpenVINO IR; ONNX -> TensorRT engine"""
+    from vfnet.export.cli import main
+
+    return main(argv)
+
+
+def train(argv: list[str]) -> int:
+    """train a VFNet (ATSS, Varifocal Loss, GIoU) on COCO-format data"""
+    from vfnet.train.cli import train_main
+
+    return train_main(argv)
+
+
+# The first group needs no torch (`pip install 'vfnet-serve[cpu]'`); the second makes models with it.
+GROUPS = {
+    "serve and measure (no torch needed)": {"serve": serve, "loadtest": loadtest, "eval": evaluate, "data": data},
+    "make models (torch)": {"convert-mmdet": convert_mmdet, "export": export, "train": train},
 }
+COMMANDS = {name: command for commands in GROUPS.values() for name, command in commands.items()}
 
 USAGE = "usage: vfnet <command> [options]   (vfnet <command> --help for each command's options and examples)\n" + "".join(
-    f"\n{group}:\n" + "".join(f"  {name:<15} {summary}\n" for name, (_, summary, in_group) in COMMANDS.items() if in_group == group)
-    for group in dict.fromkeys(group for _, _, group in COMMANDS.values())
+    f"\n{group}:\n" + "".join(f"  {name:<15} {command.__doc__}\n" for name, command in commands.items()) for group, commands in GROUPS.items()
 )
 
 
@@ -37,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vfnet: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module_name, function = COMMANDS[argv[0]][0].split(":")  # imported only now
-    return getattr(importlib.import_module(module_name), function)(argv[1:])
+    return COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

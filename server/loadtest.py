@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     url = args.url.rstrip("/")
     if args.protocol == "v2":
-        from vfnet.server.app.open_inference import binary_request
+        from vfnet.server.app.open_inference_tensors import binary_request
 
         bodies = [binary_request([data]) for data, _ in images]
     else:

@@ -1,9 +1,4 @@
-"""`vfnet data synth`, `vfnet train` and `vfnet eval`.
-
-`vfnet eval` is a runtime-facing command (it needs no torch: `pip install 'vfnet-serve[cpu]'` runs
-it), but it lives here, beside the COCO-format reader (dataset.py: category ids to labels, crowd
-rule) that training and the ablation share, so that every metric reads the data the same way.
-"""
+"""`vfnet data synth` and `vfnet train` (`vfnet eval`, which runs the runtime, is vfnet.server.evaluate)."""
 
 from __future__ import annotations
 
@@ -137,39 +132,3 @@ def model_setting(text: str) -> tuple[str, object]:
     if not name or parsed is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE with a JSON value, e.g. star_dcn=false or input_size=[320,320]")
     return name, tuple(parsed) if isinstance(parsed, list) else parsed
-
-
-def eval_main(argv: list[str] | None = None) -> int:
-    from vfnet.server.runtime.backends import BACKEND_CHOICES, INFERENCE_PRECISIONS
-    from vfnet.server.runtime.load import demo_model
-
-    parser = argparse.ArgumentParser(
-        prog="vfnet eval",
-        description="COCO bbox metrics (pycocotools) of a model on a COCO-format set, computed on what the "
-        "runtime serves (any backend). Prints one JSON object.",
-        epilog="examples:\n  vfnet eval --data data/val                       # the bundled demo model\n"
-        "  vfnet eval --model demo.onnx --data data/val --results dets.json",
-        formatter_class=Formatter,
-    )
-    parser.add_argument("--model", type=Path, help="checkpoint, ONNX file or OpenVINO IR (default: the bundled demo model, ONNX unless --backend torch)")
-    parser.add_argument("--data", required=True, help="folder with annotations.json and images")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
-    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto", help="with an OpenVINO IR: fp32 or bf16 (auto: bf16 where the CPU has it)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--results", type=Path, help="also write the detections in COCO results format")
-    parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")
-    args = parser.parse_args(argv)
-
-    from vfnet.server.runtime import ModelLoadError, load_detector
-
-    from .evaluate import evaluate
-
-    try:
-        detector = load_detector(args.model or demo_model(args.backend), backend=args.backend, precision=args.precision, max_pixels=None)
-        with tqdm(unit="img", disable=None, file=sys.stderr) as bar:
-            metrics = evaluate(detector, args.data, args.batch_size, args.oracle, args.results, progress=bar.update)
-    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(metrics))
-    return 0

@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from vfnet.model import CheckpointError, VFNet, build_vfnet, load_checkpoint, save_checkpoint
 from vfnet.model.boxes import level_points
+from vfnet.server.coco import CocoDetection, Sample
 from vfnet.server.runtime.images import pad_images
 
 from .atss import atss_assign
-from .dataset import CocoDetection, Sample, augment
+from .augment import augment
 from .losses import vfnet_losses
 
 

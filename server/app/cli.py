@@ -6,7 +6,11 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
+
+from vfnet.server.runtime import BackendOptions
+from vfnet.server.runtime.load import demo_model
 
 from .logs import configure_logging
 from .settings import ServeSettings
@@ -31,28 +35,12 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 def resolve_model(settings: ServeSettings) -> Path:
     """The model to serve: --model, else the bundled demo model (its ONNX export; the checkpoint for
     --backend torch)."""
-    from vfnet.server.runtime.load import demo_model
-
     return settings.model if settings.model is not None else demo_model(settings.backend)
 
 
-def engine_for(onnx: Path, settings: ServeSettings, load, log):
-    """The Detector of `onnx`'s cached TensorRT engine, or a PendingModel that builds it first (the
-    server listens meanwhile). Raises ModelLoadError at once without TensorRT or a GPU."""
-    from vfnet.server.runtime.tensorrt_build import prepare_engine
-
-    from .main import PendingModel
-
-    cache = settings.engine_cache or Path.home() / ".cache" / "vfnet-serve" / "engines"
-    card, engine, build = prepare_engine(onnx, cache, settings.max_batch_size, progress=log.info)
-    if build is None:
-        return load(engine)
-
-    def build_then_load():
-        build()
-        return load(engine)
-
-    return PendingModel(card, build_then_load, "building_engine", f"building the TensorRT engine for {onnx.name} into {engine} (this takes minutes)")
+def backend_options(settings: ServeSettings) -> BackendOptions:
+    """The settings that say how to run the model, as the runtime's BackendOptions (same names)."""
+    return BackendOptions(**{field.name: getattr(settings, field.name) for field in fields(BackendOptions)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,37 +67,28 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     import uvicorn
 
-    from vfnet.server.runtime import ModelLoadError, load_detector
+    from vfnet.server.runtime import ModelLoadError, PendingModel, open_model
 
     from .connections import guarded_protocol
     from .main import create_app, rejected_connection_logger
 
-    from .main import PendingModel
-
     model = resolve_model(settings)
     log = logging.getLogger("vfnet.server")
-
-    def load(path: Path):
-        return load_detector(
-            path,
-            backend=settings.backend,
-            device=settings.device,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            max_pixels=settings.max_pixels,
-            precision=settings.precision,
-        )
-
     try:
-        if settings.backend == "tensorrt" and Path(model).suffix == ".onnx":
-            served = engine_for(Path(model), settings, load, log)
-        else:
-            served = load(model)
+        served = open_model(
+            model,
+            settings.backend,
+            backend_options(settings),
+            engine_cache=settings.engine_cache,
+            max_batch_size=settings.max_batch_size,
+            max_pixels=settings.max_pixels,
+            progress=log.info,
+        )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if isinstance(served, PendingModel):
-        log.info("serving %s (%s) with tensorrt at http://%s:%d once %s", model, served.card.preset, settings.host, settings.port, served.detail)
+        log.info("serving %s (%s) at http://%s:%d once %s", model, served.card.preset, settings.host, settings.port, served.detail)
     else:
         log.info("serving %s (%s) with %s on %s in %s at http://%s:%d", model, served.card.preset, served.loaded.backend, served.loaded.device, served.loaded.precision, settings.host, settings.port)
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal under the handler that was there

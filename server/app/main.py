@@ -3,7 +3,7 @@
 The detector is loaded by the caller (so a bad model file fails before the server binds its port);
 the app warms it up in the background for every batch size 1..max_batch_size, and /readyz says 503
 until that is done. A model that takes minutes to make (a TensorRT engine build) is given as a
-`PendingModel` instead: the server listens at once, makes it in a thread, and /readyz answers 503
+`PendingModel` (vfnet.server.runtime) instead: the server listens at once, makes it in a thread, and /readyz answers 503
 with {"status": "building_engine", "detail": ...} until it is made and warmed up. Requests flow: upload limits -> decode under the pixel budget, in threads ->
 dynamic batcher -> one backend call per batch in the inference thread -> per-request filters.
 Every response carries an X-Request-ID, and every request is logged as one access-log record.
@@ -16,9 +16,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,12 +24,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from vfnet.server.runtime import Detector, ModelCard
+from vfnet.server.runtime import Detector, PendingModel
 
 from .connections import OVER_CAPACITY
 from .errors import RETRY_AFTER_S, ClientGone, RequestFailed, validation_detail
 from .metrics import Metrics
-from .routes import router, v2
+from .routes import open_inference, router
 from .schemas import ModelSummary
 from .service import Service
 from .settings import ServeSettings
@@ -102,18 +100,6 @@ class RequestContext:
             log_access(self.metrics, getattr(route, "path", "other"), status["code"], time.perf_counter() - started, **fields)
 
 
-@dataclass
-class PendingModel:
-    """A model still to be made when the server starts listening. `load()` runs in a thread and
-    returns the Detector; until then /readyz answers 503 with {"status": state, "detail": detail}.
-    If it fails, `state` becomes "failed" and /healthz fails too, so an orchestrator restarts us."""
-
-    card: ModelCard
-    load: Callable[[], Detector]
-    state: str
-    detail: str
-
-
 def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastAPI:
     metrics = Metrics()
 
@@ -155,7 +141,7 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
     app.state.pending = model if isinstance(model, PendingModel) else None
     app.include_router(router)
     default_openapi = app.openapi
-    app.openapi = lambda: v2.document_served_model(default_openapi(), model.card.preset)
+    app.openapi = lambda: open_inference.document_served_model(default_openapi(), model.card.preset)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from .artifact import ModelCard
 from .backends import Backend
 from .images import DEFAULT_MAX_PIXELS, PreparedImage, decode_image, image_pixels, make_batch, prepare_image
-from .model_card import Loaded, ModelCard
 
 ImageInput = bytes | Image.Image | np.ndarray
 
@@ -44,6 +44,17 @@ class DetectionResult:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """How a card's artifact was loaded: the backend that runs it, on which device, in which
+    arithmetic, from which file."""
+
+    backend: str  # one of backends.BACKEND_NAMES (or a test's own)
+    device: str  # "cpu" or "cuda"
+    precision: str  # what the backend computes in: the card's precision, or "bf16" (OpenVINO on an fp32 IR)
+    source: str  # the file it was loaded from
 
 
 class Detector:
@@ -93,7 +104,7 @@ class Detector:
         """One backend call for images of one canvas."""
         card = self.card
         batch = make_batch(images, card.size_divisor)
-        boxes, scores, labels, num = self.backend.run(batch.images, batch.image_sizes, iou_threshold)
+        boxes, scores, labels, num = self.backend.run(batch, iou_threshold)
         if len(num) != len(images):
             raise RuntimeError(f"the backend returned {len(num)} results for {len(images)} images")
         results = []

@@ -187,12 +187,11 @@ def fit_size(height: int, width: int, input_size: tuple[int, int]) -> tuple[int,
 
 @dataclass(frozen=True)
 class Batch:
-    """images uint8 [B, 3, H, W] (zero-padded), image_sizes int64 [B, 2] resized content (h, w),
-    original_sizes int64 [B, 2] (h, w) of the decoded images."""
+    """What a backend runs on (artifact.graph_inputs): images uint8 [B, 3, H, W] (zero-padded) and
+    image_sizes int64 [B, 2], each image's resized content (h, w)."""
 
     images: np.ndarray
     image_sizes: np.ndarray
-    original_sizes: np.ndarray
 
 
 def pad_images(resized: list[np.ndarray], size_divisor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,5 +210,4 @@ def make_batch(images: list[PreparedImage], size_divisor: int) -> Batch:
     changes their results slightly (GroupNorm statistics, coarse levels): `Detector.infer` therefore
     only ever batches images of one canvas."""
     padded, image_sizes = pad_images([image.pixels for image in images], size_divisor)
-    original_sizes = np.array([image.original_size for image in images], dtype=np.int64)
-    return Batch(images=padded, image_sizes=image_sizes, original_sizes=original_sizes)
+    return Batch(images=padded, image_sizes=image_sizes)

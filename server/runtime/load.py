@@ -1,13 +1,17 @@
-"""load_detector: a model file -> a Detector with the right backend."""
+"""From a model file to something that serves it: `load_detector` (a Detector now) and `open_model`
+(a Detector, or a PendingModel when the model must first be made: a TensorRT engine built from an
+ONNX file). The one place that turns a backend name or a file's kind into a backend."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import BACKEND_CHOICES, DEVICES, INFERENCE_PRECISIONS
+from .artifact import ModelCard, ModelLoadError
+from .backends import BACKEND_CHOICES, BackendOptions
 from .detector import Detector
 from .images import DEFAULT_MAX_PIXELS
-from .model_card import ModelLoadError
 
 # The bundled demo model (vfnet_r18_demo trained on the synthetic set; see server/demo/README.md):
 # the checkpoint (torch backend, training) and its ONNX export (served without torch).
@@ -20,6 +24,18 @@ def demo_model(backend: str = "auto") -> Path:
     return DEMO_CHECKPOINT if backend == "torch" else DEMO_ONNX
 
 
+@dataclass
+class PendingModel:
+    """A model still to be made when a server starts listening. `load()` makes it (minutes; call it
+    in a thread) and returns the Detector; until then a server says it is not ready, with `state`
+    and `detail`. A server that fails to make it sets `state` to "failed"."""
+
+    card: ModelCard
+    load: Callable[[], Detector]
+    state: str
+    detail: str
+
+
 def _looks_like_safetensors(path: Path) -> bool:
     """safetensors: an 8-byte little-endian header length, then a JSON header starting with '{'."""
     with path.open("rb") as f:
@@ -27,49 +43,80 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
 
 
-def load_detector(
-    path: str | Path,
-    backend: str = "auto",
-    device: str = "auto",
-    intra_op_threads: int | None = None,
-    inter_op_threads: int | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    precision: str = "auto",
-) -> Detector:
+def _chosen_backend(path: Path, backend: str) -> str:
+    """`backend`, or for "auto" the one the file calls for: an ONNX file (`vfnet export onnx`) ->
+    onnxruntime, an OpenVINO IR (.xml) -> openvino, a TensorRT engine (.engine) -> tensorrt, a
+    vfnet-serve checkpoint (.safetensors) -> torch."""
+    if backend not in BACKEND_CHOICES:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    if backend != "auto":
+        return backend
+    if _looks_like_safetensors(path):
+        return "torch"
+    return {".engine": "tensorrt", ".xml": "openvino"}.get(path.suffix, "onnxruntime")
+
+
+def _load(path: Path, backend: str, options: BackendOptions, max_pixels: int | None) -> Detector:
+    """The Detector of `path` on the backend named (never "auto"); each backend imported only here."""
+    if backend == "openvino":
+        from .backends.openvino_backend import OpenVINOBackend as chosen
+    elif backend == "torch":
+        from .backends.torch_backend import TorchBackend as chosen
+    elif backend == "tensorrt":
+        from .backends.tensorrt.backend import TensorRTBackend as chosen
+    else:
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
+    return Detector(chosen(path, options), source=str(path), max_pixels=max_pixels)
+
+
+def load_detector(path: str | Path, backend: str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS, **options) -> Detector:
     """Load a model for inference.
 
     backend "auto" picks from the file: an ONNX file (`vfnet export onnx`) -> ONNX Runtime, an
     OpenVINO IR (`vfnet export openvino`, .xml) -> OpenVINO, a TensorRT engine (`vfnet export trt`,
     .engine) -> TensorRT, a vfnet-serve checkpoint (.safetensors) -> the torch backend.
-    device: "auto", "cpu" or "cuda".
-    intra_op_threads / inter_op_threads size the backend's thread pools (torch uses the first).
     max_pixels caps decoded image size (None: no cap).
-    precision: "auto" (the artifact's; OpenVINO: bf16 where the CPU has it), or "fp32" / "bf16"
-    for the openvino backend. Raises ModelLoadError with the reason.
+    options: the fields of BackendOptions, by name:
+      device "auto", "cpu" or "cuda";
+      intra_op_threads / inter_op_threads size the backend's thread pools (torch uses the first);
+      precision "auto" (the artifact's; OpenVINO: bf16 where the CPU has it), or "fp32" / "bf16"
+      for the openvino backend.
+    Raises ModelLoadError with the reason.
     """
+    options = BackendOptions(**options)
     path = Path(path)
-    if backend not in BACKEND_CHOICES:
-        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
-    if device not in DEVICES:
-        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if precision not in INFERENCE_PRECISIONS:
-        raise ModelLoadError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    if backend == "auto":
-        suffixes = {".engine": "tensorrt", ".xml": "openvino"}
-        backend = "torch" if _looks_like_safetensors(path) else suffixes.get(path.suffix, "onnxruntime")
-    if precision != "auto" and backend != "openvino":
-        raise ModelLoadError(f"precision {precision} applies to the openvino backend (an OpenVINO IR); {backend} runs the artifact's own precision: leave it auto")
-    options = {"device": device, "intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads}
-    if backend == "openvino":
-        from .backends.openvino_backend import OpenVINOBackend as chosen
+    return _load(path, _chosen_backend(path, backend), options, max_pixels)
 
-        options["precision"] = precision
-    elif backend == "torch":
-        from .backends.torch_backend import TorchBackend as chosen
-    elif backend == "tensorrt":
-        from .backends.tensorrt_backend import TensorRTBackend as chosen
-    else:
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend as chosen
-    return Detector(chosen(path, **options), source=str(path), max_pixels=max_pixels)
+
+def open_model(
+    path: str | Path,
+    backend: str = "auto",
+    options: BackendOptions = BackendOptions(),
+    *,
+    engine_cache: Path | None = None,
+    max_batch_size: int = 8,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Detector | PendingModel:
+    """What a server serves: `load_detector`'s Detector, except for an ONNX file on the tensorrt
+    backend, whose engine (for batches up to `max_batch_size`) is taken from `engine_cache` (default
+    ~/.cache/vfnet-serve/engines) or, when it is not there yet, built by the PendingModel returned.
+    Fast and strict either way: a bad file, no TensorRT or no GPU raise ModelLoadError here."""
+    path = Path(path)
+    backend = _chosen_backend(path, backend)
+    if not (backend == "tensorrt" and path.suffix == ".onnx"):
+        return _load(path, backend, options, max_pixels)
+    from .backends.tensorrt.build import DEFAULT_ENGINE_CACHE, prepare_engine
+
+    card, engine, build = prepare_engine(path, engine_cache or DEFAULT_ENGINE_CACHE, max_batch_size, progress)
+    if build is None:
+        return _load(engine, backend, options, max_pixels)
+
+    def build_then_load() -> Detector:
+        build()
+        return _load(engine, backend, options, max_pixels)
+
+    detail = f"building the TensorRT engine for {path.name} into {engine} (this takes minutes)"
+    return PendingModel(card, build_then_load, "building_engine", detail)

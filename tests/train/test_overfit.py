@@ -9,7 +9,7 @@ import torch
 from torchvision.ops import box_iou
 
 from vfnet.model import build_vfnet
-from vfnet.train.dataset import Sample
+from vfnet.server.coco import Sample
 from vfnet.train.trainer import training_step
 
 VARIANTS = {  # model settings, classification loss, and the loss terms the variant trains

@@ -1,4 +1,4 @@
-"""What every route shares: API-key check, the ready service, documented errors."""
+"""What every route shares: API-key check, the ready service, the client's disconnection, documented errors."""
 
 from __future__ import annotations
 
@@ -61,3 +61,14 @@ def ready_service(request: Request) -> Service:
 
 
 ReadyService = Annotated[Service, Depends(ready_service)]
+
+
+def until_disconnected(request: Request):
+    """A coroutine function that returns once the client of `request` has disconnected (what
+    Service.run_detection races against, so a request whose client left leaves the queue)."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return disconnected

@@ -15,7 +15,7 @@ from ..errors import busy
 from ..schemas import DetectResponse, ModelSummary
 from ..service import DetectOptions, Detections, Service
 from ..uploads import read_images
-from .dependencies import ERRORS, ReadyService, require_api_key
+from .dependencies import ERRORS, ReadyService, require_api_key, until_disconnected
 
 UPLOAD_DOC = {
     "requestBody": {
@@ -54,16 +54,6 @@ class DetectQuery:
             raise HTTPException(422, "bad parameters: " + "; ".join(f"{name}: given {names.count(name)} times, allowed once" for name in repeated))
         wanted = tuple(c.strip() for c in (classes or "").split(",") if c.strip()) or None  # empty: no filter
         self.options = DetectOptions(score_threshold, iou_threshold, max_detections, wanted)
-
-
-def until_disconnected(request: Request):
-    """A coroutine function that returns once the client of `request` has disconnected."""
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    return disconnected
 
 
 async def detect_uploaded(request: Request, service: Service, query: DetectQuery, single: bool = False) -> tuple[list[bytes], Detections]:

@@ -11,22 +11,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_card import ModelCard, ModelLoadError
-from . import onnxruntime_plugins
-
-INPUTS = {"images", "image_sizes", "iou_threshold"}
+from ..artifact import OUTPUTS, ModelCard, ModelLoadError, check_tensor_names, graph_inputs
+from ..images import Batch
+from . import BackendOptions, onnxruntime_plugins
 
 
 class OnnxRuntimeBackend:
     """Serves an ONNX file written by `vfnet export onnx` (the detections graph).
 
-    device: "auto" (CUDA when onnxruntime-gpu sees a GPU, else CPU), "cuda" or "cpu".
-    intra_op_threads / inter_op_threads: ONNX Runtime thread pools (None: its defaults).
+    options.device: "auto" (CUDA when onnxruntime-gpu sees a GPU, else CPU), "cuda" or "cpu".
+    options.intra_op_threads / inter_op_threads: ONNX Runtime thread pools (None: its defaults).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None):
+    def __init__(self, path: Path, options: BackendOptions):
+        options.artifact_precision(self.name)
+        device = options.device
         try:
             import onnxruntime as ort
         except ImportError:
@@ -36,11 +37,11 @@ class OnnxRuntimeBackend:
             raise ModelLoadError("device cuda requested, but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        if inter_op_threads is not None:
-            options.inter_op_num_threads = inter_op_threads
+        session_options = ort.SessionOptions()
+        if options.intra_op_threads is not None:
+            session_options.intra_op_num_threads = options.intra_op_threads
+        if options.inter_op_threads is not None:
+            session_options.inter_op_num_threads = options.inter_op_threads
         model: str | bytes = str(path)
         if onnxruntime_plugins.uses_plugins(path):
             tensorrt_provider = onnxruntime_plugins.tensorrt_provider(available) if device in ("auto", "cuda") else None
@@ -48,9 +49,9 @@ class OnnxRuntimeBackend:
                 providers = [tensorrt_provider, *providers]
             else:
                 model = onnxruntime_plugins.plugin_model(path)
-                onnxruntime_plugins.register_plugin_ops(options)
+                onnxruntime_plugins.register_plugin_ops(session_options)
         try:
-            self.session = ort.InferenceSession(model, options, providers=providers)
+            self.session = ort.InferenceSession(model, session_options, providers=providers)
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, NoSuchFile ...
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: ONNX Runtime cannot load it as an ONNX model ({first_line})") from None
@@ -58,16 +59,8 @@ class OnnxRuntimeBackend:
         self.precision = self.card.precision
         if self.card.graph != "detections":
             raise ModelLoadError(f"{path}: exported with --raw (head outputs only); export without --raw to serve it")
-        names = {i.name for i in self.session.get_inputs()}
-        if names != INPUTS:
-            raise ModelLoadError(f"{path}: inputs {sorted(names)}, expected {sorted(INPUTS)}")
+        check_tensor_names(str(path), (i.name for i in self.session.get_inputs()), (o.name for o in self.session.get_outputs()))
         self.device = "cuda" if self.session.get_providers()[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider") else "cpu"
 
-    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
-        feeds = {
-            "images": images,
-            "image_sizes": image_sizes.astype(np.int64, copy=False),
-            "iou_threshold": np.array([iou_threshold], dtype=np.float32),
-        }
-        boxes, scores, labels, num = self.session.run(["boxes", "scores", "labels", "num_detections"], feeds)
-        return boxes, scores, labels, num
+    def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(list(OUTPUTS), graph_inputs(batch, iou_threshold)))

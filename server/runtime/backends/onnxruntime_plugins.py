@@ -15,7 +15,7 @@ import functools
 import mmap
 from pathlib import Path
 
-from ..model_card import ModelLoadError
+from ..artifact import ModelLoadError, onnx_card
 
 PLUGIN_DOMAIN = "trt.plugins"
 CONTRIB_DOMAIN = "ai.onnx.contrib"  # the one domain of onnxruntime-extensions' Python operators
@@ -56,7 +56,7 @@ def plugin_model(path: Path) -> bytes:
         model = onnx.load(str(path))
     except Exception as exc:  # DecodeError and friends: not a protobuf at all
         raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    if {p.key: p.value for p in model.metadata_props}.get("precision") == "fp16":
+    if onnx_card(model, f"{path} (an ONNX model)").precision == "fp16":
         raise ModelLoadError(f"{path}: a float16 plugin graph; its plugin nodes run on the CPU in float32 only (an --fp16 --plugin export is for TensorRT)")
     unknown = sorted({n.op_type for n in model.graph.node if n.domain == PLUGIN_DOMAIN} - set(SUPPORTED))
     if unknown:

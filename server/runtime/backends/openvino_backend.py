@@ -1,6 +1,6 @@
 """OpenVINO backend: runs an IR from `vfnet export openvino` (model.xml + model.bin) on the CPU.
 
-precision picks OpenVINO's inference precision for the IR's float32 weights:
+options.precision picks OpenVINO's inference precision for the IR's float32 weights:
     "auto"  bfloat16 where the CPU computes it natively (AVX512_BF16 or AMX: OpenVINO lists "BF16"
             among the CPU's optimisation capabilities), else float32;
     "fp32"  float32 everywhere;
@@ -16,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_card import ModelCard, ModelLoadError
-from . import INFERENCE_PRECISIONS
-
-CARD_KEY = "vfnet_serve"  # where export/openvino_export.py keeps the model card in the IR's rt_info
-INPUTS = ("images", "image_sizes", "iou_threshold")
-OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+from ..artifact import OUTPUTS, ModelLoadError, check_tensor_names, graph_inputs, read_openvino_card
+from ..images import Batch
+from . import BackendOptions
 
 
 def native_bf16(core) -> bool:
@@ -47,19 +44,16 @@ def cpu_bf16_flags() -> list[str]:
 class OpenVINOBackend:
     """Serves `path` (an IR .xml with its .bin beside it) on the CPU.
 
-    intra_op_threads: OpenVINO's inference threads (None: its default, every core);
+    options.intra_op_threads: OpenVINO's inference threads (None: its default, every core);
     inter_op_threads has no OpenVINO counterpart here (one request runs at a time) and is ignored.
     """
 
     name = "openvino"
 
-    def __init__(
-        self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None, precision: str = "auto"
-    ):
-        if device == "cuda":
+    def __init__(self, path: Path, options: BackendOptions):
+        if options.device == "cuda":
             raise ModelLoadError("the openvino backend runs on the CPU; for a GPU serve an ONNX file with onnxruntime or tensorrt")
-        if precision not in INFERENCE_PRECISIONS:
-            raise ModelLoadError(f"unknown precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
+        precision = options.precision
         try:
             import openvino as ov
         except ImportError:
@@ -74,16 +68,13 @@ class OpenVINOBackend:
             model = core.read_model(str(path), str(weights))
         except RuntimeError as exc:
             raise ModelLoadError(f"{path}: OpenVINO cannot read it as an IR ({reason(exc)})") from None
-        meta = {key: str(value) for key, value in model.get_rt_info([CARD_KEY]).value.items()} if model.has_rt_info([CARD_KEY]) else {}
-        self.card = ModelCard.from_metadata(meta, source=f"{path} (an OpenVINO IR)")
-        inputs, outputs = tuple(p.get_any_name() for p in model.inputs), tuple(p.get_any_name() for p in model.outputs)
-        if (inputs, outputs) != (INPUTS, OUTPUTS):
-            raise ModelLoadError(f"{path}: inputs {list(inputs)} and outputs {list(outputs)}, expected {list(INPUTS)} and {list(OUTPUTS)}")
+        self.card = read_openvino_card(model, source=f"{path} (an OpenVINO IR)")
+        check_tensor_names(str(path), (p.get_any_name() for p in model.inputs), (p.get_any_name() for p in model.outputs))
 
         wanted = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16(core)) else "fp32"
         config = {"INFERENCE_PRECISION_HINT": "bf16" if wanted == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if intra_op_threads is not None:
-            config["INFERENCE_NUM_THREADS"] = intra_op_threads
+        if options.intra_op_threads is not None:
+            config["INFERENCE_NUM_THREADS"] = options.intra_op_threads
         try:
             compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
@@ -97,12 +88,7 @@ class OpenVINOBackend:
         self._lock = threading.Lock()  # one infer request: one call at a time
         self.device = "cpu"
 
-    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
-        feeds = {
-            "images": images,
-            "image_sizes": image_sizes.astype(np.int64, copy=False),
-            "iou_threshold": np.array([iou_threshold], dtype=np.float32),
-        }
+    def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
         with self._lock:
-            results = self._request.infer(feeds)
+            results = self._request.infer(graph_inputs(batch, iou_threshold))
             return tuple(np.array(results[name]) for name in OUTPUTS)  # copies: the request reuses its buffers

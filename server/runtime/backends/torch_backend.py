@@ -6,17 +6,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_card import ModelCard, ModelLoadError
+from ..artifact import ModelLoadError, graph_inputs, model_card
+from ..images import Batch
+from . import BackendOptions
 
 
 class TorchBackend:
-    """Serves a `.safetensors` checkpoint with `vfnet.model`. device: "auto" (CUDA if available), "cuda", "cpu".
-    intra_op_threads / inter_op_threads set torch's thread pools (process-wide; the inter-op pool
-    only before torch has run anything in this process)."""
+    """Serves a `.safetensors` checkpoint with `vfnet.model`. options.device: "auto" (CUDA if
+    available), "cuda", "cpu". options.intra_op_threads / inter_op_threads set torch's thread pools
+    (process-wide; the inter-op pool only before torch has run anything in this process)."""
 
     name = "torch"
 
-    def __init__(self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None):
+    def __init__(self, path: Path, options: BackendOptions):
+        options.artifact_precision(self.name)
+        device, intra_op_threads, inter_op_threads = options.device, options.intra_op_threads, options.inter_op_threads
         try:
             import torch
 
@@ -41,15 +45,12 @@ class TorchBackend:
             raise ModelLoadError(str(exc)) from None
         self._torch = torch
         precision = "fp16" if next(self.model.parameters()).dtype == torch.float16 else "fp32"
-        self.card = ModelCard.from_config(self.model.config, self.model.preset, self.model.class_names, precision, version)
+        self.card = model_card(self.model, precision, version)
         self.precision = precision
 
-    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
+    def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
         torch = self._torch
+        images, image_sizes, iou = (torch.from_numpy(array) for array in graph_inputs(batch, iou_threshold).values())
         with torch.inference_mode():
-            detections = self.model(
-                torch.from_numpy(images).to(self.torch_device),
-                torch.from_numpy(image_sizes.astype(np.int64, copy=False)).to(self.torch_device),
-                torch.tensor([iou_threshold], dtype=torch.float32),
-            )
+            detections = self.model(images.to(self.torch_device), image_sizes.to(self.torch_device), iou)
         return tuple(t.cpu().numpy() for t in detections)

@@ -116,13 +116,13 @@ class ControlledBackend:
         self.hanging = threading.Event()
         self.images_seen = 0
 
-    def run(self, images, image_sizes, iou_threshold):
+    def run(self, batch, iou_threshold):
         if self.mode == "hang":
             self.hanging.set()
             assert self.release.wait(30)
         if self.mode == "die":
             raise Fatal("segfault-like")
-        batch = len(images)
+        batch = len(batch.images)
         self.images_seen += batch
         boxes = np.zeros((batch, 5, 4), np.float32)
         boxes[:, :2] = [[1, 1, 20, 20], [2, 2, 10, 10]]

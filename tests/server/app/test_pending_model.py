@@ -8,7 +8,8 @@ import threading
 import time
 import warnings
 
-from vfnet.server.app.main import PendingModel, create_app
+from vfnet.server.app.main import create_app
+from vfnet.server.runtime import PendingModel
 from vfnet.server.app.settings import ServeSettings
 from vfnet.server.runtime import Detector
 

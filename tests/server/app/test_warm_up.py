@@ -29,7 +29,7 @@ def test_a_pixel_limit_below_the_models_input_size_still_warms_up_and_limits_upl
 
 
 class FailingWarmUp(ControlledBackend):
-    def run(self, images, image_sizes, iou_threshold):
+    def run(self, batch, iou_threshold):
         raise RuntimeError("CUDA out of memory")
 
 

@@ -28,9 +28,9 @@ class FixedBackend:
         )  # fmt: skip
         self.calls = []
 
-    def run(self, images, image_sizes, iou_threshold):
-        self.calls.append((images.shape, image_sizes.tolist(), iou_threshold))
-        batch, k = images.shape[0], self.card.max_detections
+    def run(self, batch, iou_threshold):
+        self.calls.append((batch.images.shape, batch.image_sizes.tolist(), iou_threshold))
+        batch, k = batch.images.shape[0], self.card.max_detections
         boxes = np.zeros((batch, k, 4), np.float32)
         boxes[:, :3] = [[0, 0, 256, 128], [10, 20, 30, 40], [100, 100, 512, 256]]
         scores = np.zeros((batch, k), np.float32)

@@ -12,7 +12,8 @@ import textwrap
 import pytest
 
 from vfnet.server.runtime import ModelCard, ModelLoadError
-from vfnet.server.runtime.engine_cache import (
+from vfnet.server.runtime.artifact import sidecar_path, write_atomically
+from vfnet.server.runtime.backends.tensorrt.cache import (
     EngineCache,
     Manifest,
     Profile,
@@ -20,9 +21,7 @@ from vfnet.server.runtime.engine_cache import (
     mismatches,
     read_sidecar,
     runtime_mismatches,
-    sidecar_path,
     timing_cache_path,
-    write_atomically,
 )
 
 CARD = ModelCard(
@@ -143,7 +142,7 @@ def test_two_processes_build_one_engine(tmp_path):
         f"""
         import json, sys, time
         from pathlib import Path
-        from vfnet.server.runtime.engine_cache import EngineCache, Manifest
+        from vfnet.server.runtime.backends.tensorrt.cache import EngineCache, Manifest
         from vfnet.server.runtime import ModelCard
         card = ModelCard.from_metadata(json.loads(sys.argv[1]), "card")
         manifest = Manifest.from_dict(json.loads(sys.argv[2]), "manifest")

@@ -120,9 +120,10 @@ def test_official_keep_ratio_size():
 def test_batch_pads_to_multiple_of_32_and_keeps_content():
     a = np.full((100, 50, 3), 200, np.uint8)
     b = np.full((20, 8000, 3), 100, np.uint8)
-    batch = make_batch([prepare_image(a, (512, 512), 32), prepare_image(b, (512, 512), 32)], 32)
+    prepared = [prepare_image(a, (512, 512), 32), prepare_image(b, (512, 512), 32)]
+    batch = make_batch(prepared, 32)
     assert batch.images.shape == (2, 3, 512, 512) and batch.images.dtype == np.uint8
     assert batch.image_sizes.tolist() == [[512, 256], [1, 512]]
-    assert batch.original_sizes.tolist() == [[100, 50], [20, 8000]]
+    assert [image.original_size for image in prepared] == [(100, 50), (20, 8000)]
     assert (batch.images[0, :, :512, :256] == 200).all() and (batch.images[0, :, :, 256:] == 0).all()
     assert (batch.images[1, :, :1, :] == 100).all() and (batch.images[1, :, 1:, :] == 0).all()

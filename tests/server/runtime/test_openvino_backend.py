@@ -14,7 +14,8 @@ import pytest
 ov = pytest.importorskip("openvino")
 
 from vfnet.server.runtime import ModelLoadError, load_detector  # noqa: E402
-from vfnet.server.runtime.backends.openvino_backend import CARD_KEY, native_bf16  # noqa: E402
+from vfnet.server.runtime.artifact import OPENVINO_CARD_KEY as CARD_KEY  # noqa: E402
+from vfnet.server.runtime.backends.openvino_backend import native_bf16  # noqa: E402
 
 NATIVE_BF16 = native_bf16(ov.Core())
 

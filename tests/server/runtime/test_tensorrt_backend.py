@@ -145,7 +145,7 @@ def test_the_demo_ap_through_each_engine_is_onnxruntimes(tmp_path):
     from vfnet.export import export_onnx
     from vfnet.model import load_checkpoint
     from vfnet.server.runtime.load import DEMO_CHECKPOINT
-    from vfnet.train.evaluate import evaluate
+    from vfnet.server.evaluate import evaluate
     from vfnet.train.synth import generate
 
     data = generate(tmp_path / "val", images=100, seed=2, size=512).parent

@@ -3,7 +3,7 @@ calls, to check which cache the builder gets when the file is missing, usable or
 
 from __future__ import annotations
 
-from vfnet.server.runtime.tensorrt_build import _use_timing_cache
+from vfnet.server.runtime.backends.tensorrt.build import _use_timing_cache
 
 
 class Config:

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2) over HTTP/REST, on the same service, batcher and limits
 as /detect: server and model metadata, liveness and readiness, and inference
-(`POST /v2/models/{name}[/versions/1]/infer`; the tensors are open_inference.py's).
+(`POST /v2/models/{name}[/versions/1]/infer`; the tensors are open_inference_tensors.py's).
 
 The model's name is its preset (as in /v1/model), its one version "1". Every error is answered in
 the protocol's form, `{"error": "..."}`, with the status /detect would give the same request (400
@@ -18,12 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
-from .. import open_inference
+from .. import open_inference_tensors as tensors
 from ..errors import RequestFailed, validation_detail
 from ..service import Service
 from ..uploads import read_body
-from .dependencies import liveness_problem, ready_service, require_api_key
-from .detection import until_disconnected
+from .dependencies import liveness_problem, ready_service, require_api_key, until_disconnected
 
 
 class OpenInferenceRoute(APIRoute):
@@ -82,7 +81,7 @@ INFER_DOC = {
                                 "type": "object",
                                 "required": ["name", "datatype", "shape"],
                                 "properties": {
-                                    "name": {"type": "string", "enum": [open_inference.INPUT]},
+                                    "name": {"type": "string", "enum": [tensors.INPUT]},
                                     "datatype": {"type": "string", "enum": ["BYTES"]},
                                     "shape": {"type": "array", "items": {"type": "integer"}},
                                     "data": {"type": "array", "items": {"type": "string", "format": "byte"}},
@@ -90,7 +89,7 @@ INFER_DOC = {
                                 },
                             },
                         },
-                        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string", "enum": list(open_inference.OUTPUTS)}, "parameters": {"type": "object"}}}},
+                        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string", "enum": list(tensors.OUTPUTS)}, "parameters": {"type": "object"}}}},
                         "parameters": {
                             "type": "object",
                             "properties": {
@@ -116,7 +115,7 @@ def document_served_model(openapi: dict, name: str) -> dict:
     """Name the served model (and its one version) as the only values of the v2 routes' path
     parameters in the OpenAPI document: true for this server, and what a client generator or a
     schema fuzzer needs to reach the model rather than only its 404."""
-    values = {"name": [name], "version": [open_inference.VERSION]}
+    values = {"name": [name], "version": [tensors.VERSION]}
     for path, operations in openapi.get("paths", {}).items():
         if path.startswith("/v2/models/"):
             for operation in operations.values():
@@ -132,8 +131,8 @@ def served_model(request: Request, name: str, version: str | None = None) -> Ser
     served = service.detector.card.preset
     if name != served:
         raise RequestFailed(404, f"unknown model {name!r}; this server serves {served!r}")
-    if version is not None and version != open_inference.VERSION:
-        raise RequestFailed(404, f"model {served!r} has no version {version!r}; its only version is {open_inference.VERSION}")
+    if version is not None and version != tensors.VERSION:
+        raise RequestFailed(404, f"model {served!r} has no version {version!r}; its only version is {tensors.VERSION}")
     return service
 
 
@@ -168,7 +167,7 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> J
         "max_detections": card.max_detections,
         "max_batch_size": settings.max_batch_size,
     }
-    return JSONResponse(open_inference.model_metadata(card.preset, service.detector.loaded.backend, list(card.class_names), defaults))
+    return JSONResponse(tensors.model_metadata(card.preset, service.detector.loaded.backend, list(card.class_names), defaults))
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
@@ -179,11 +178,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     if encoding != "identity":
         raise RequestFailed(415, f"request Content-Encoding {encoding!r} is not supported; send the body uncompressed")
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    infer = open_inference.read_request(body, request.headers.get(open_inference.HEADER_LENGTH), settings.max_batch_size)
+    infer = tensors.read_request(body, request.headers.get(tensors.HEADER_LENGTH), settings.max_batch_size)
     service.check_options(infer.options)
     request_id = request.scope["state"]["request_id"]  # the sanitised one of the logs; the body's `id` is only echoed
     detections = await service.run_detection(infer.images, infer.options, request_id, started, until_disconnected(request))
-    content, headers = open_inference.write_response(name, infer, detections.results)
+    content, headers = tensors.write_response(name, infer, detections.results)
     return Response(content, headers=headers)
 
 

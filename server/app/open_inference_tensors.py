@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2, REST) tensors of our detector: an inference request's
 body read into encoded images and DetectOptions, and detections written as output tensors. HTTP
-is routes/v2.py's; here are bytes and dictionaries only.
+is routes/open_inference.py's; here are bytes and dictionaries only.
 
 Input `images`, datatype BYTES, shape [N]: N encoded images (JPEG, PNG, ...), two ways:
 - JSON: `"data": [...]`, each element the base64 of an image (a JSON string cannot hold raw bytes);

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vfnet.server.runtime import DetectionResult
-from vfnet.train.dataset import CocoDetection
-from vfnet.train.evaluate import METRICS, _oracle_scores, coco_metrics
+from vfnet.server.coco import CocoDetection
+from vfnet.server.evaluate import METRICS, _oracle_scores, coco_metrics
 from vfnet.train.synth import generate
 
 

@@ -1,8 +1,8 @@
-"""COCO-format detection data for training and evaluation, and the training-time augmentation.
+"""COCO-format detection data, read one way for training, evaluation and bulk detection.
 
 Boxes are xyxy in image pixels; labels are contiguous 0..C-1 in the order of sorted category ids
 (so COCO's 80 ids with gaps map to 0..79, and our synthetic ids 1..8 to 0..7). Crowd annotations
-are dropped, as the official ATSS setting (ignore_iof_thr = -1) does.
+are dropped, as the official ATSS setting (ignore_iof_thr = -1) does. No torch.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from vfnet.server.runtime.images import decode_image, fit_size
+from vfnet.server.runtime.images import decode_image
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,3 @@ class CocoDetection:
         info = self.images[index]
         boxes, labels = self.targets(info["id"])
         return Sample(decode_image(self.image_bytes(index), max_pixels=None), boxes, labels, info["id"])
-
-
-def augment(sample: Sample, input_size: tuple[int, int], scale: float, flip: bool) -> Sample:
-    """Keep-ratio resize to fit `input_size` * scale (the official sizing rule), optional
-    horizontal flip; boxes follow with per-axis factors."""
-    h, w = sample.image.shape[:2]
-    new_h, new_w = fit_size(h, w, (round(input_size[0] * scale), round(input_size[1] * scale)))
-    image = cv2.resize(sample.image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    boxes = sample.boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
-    if flip:
-        image = image[:, ::-1]
-        boxes = np.stack([new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]], axis=1)
-    return Sample(np.ascontiguousarray(image), boxes.astype(np.float32), sample.labels, sample.image_id)

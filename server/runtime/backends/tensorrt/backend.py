@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_cache import read_sidecar, runtime_mismatches, sha256_file
-from ..model_card import ModelLoadError
-from ..tensorrt_build import gpu, import_tensorrt, load_plugin_library, register_tensorrt_plugins
-
-INPUTS = ("images", "image_sizes", "iou_threshold")
-OUTPUTS = ("boxes", "scores", "labels", "num_detections")
+from ...artifact import INPUTS, OUTPUTS, ModelLoadError, check_tensor_names, graph_inputs
+from ...images import Batch
+from .. import BackendOptions
+from .build import gpu, import_tensorrt, load_plugin_library, register_tensorrt_plugins
+from .cache import read_sidecar, runtime_mismatches, sha256_file
 
 
 def _check(result, what: str):
@@ -31,12 +30,14 @@ def _check(result, what: str):
 
 
 class TensorRTBackend:
-    """Serves `path` (a .engine with its .engine.json sidecar) on CUDA device 0."""
+    """Serves `path` (a .engine with its .engine.json sidecar) on CUDA device 0. Of the options, only
+    the device applies ("auto" or "cuda"); the threads are TensorRT's own."""
 
     name = "tensorrt"
 
-    def __init__(self, path: Path, device: str = "auto", intra_op_threads: int | None = None, inter_op_threads: int | None = None):
-        if device == "cpu":
+    def __init__(self, path: Path, options: BackendOptions):
+        options.artifact_precision(self.name)
+        if options.device == "cpu":
             raise ModelLoadError("the tensorrt backend runs on a CUDA GPU; for the CPU serve an ONNX file with the onnxruntime backend")
         trt = import_tensorrt()
         self.card, manifest = read_sidecar(path)
@@ -47,7 +48,6 @@ class TensorRTBackend:
             raise ModelLoadError(f"{path}: {'; '.join(problems)}. Build it again here with `vfnet export trt`")
         self.device = "cuda"
         self.precision = self.card.precision
-        self._trt = trt
         self._cudart = _cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)
         register_tensorrt_plugins()
@@ -57,23 +57,25 @@ class TensorRTBackend:
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelLoadError(f"{path}: TensorRT could not deserialise the engine (its log above says why)")
-        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        if names != set(INPUTS) | set(OUTPUTS):
-            raise ModelLoadError(f"{path}: tensors {sorted(names)}, expected {sorted(set(INPUTS) | set(OUTPUTS))}")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {name: self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
+        check_tensor_names(str(path), (n for n in names if is_input[n]), (n for n in names if not is_input[n]))
         self.context = self.engine.create_execution_context()
-        self.min_shape, _, self.max_shape = (tuple(s) for s in self.engine.get_tensor_profile_shape("images", 0))
+        images, image_sizes, iou_threshold = INPUTS
+        boxes, scores, labels, num_detections = OUTPUTS
+        self.min_shape, _, self.max_shape = (tuple(s) for s in self.engine.get_tensor_profile_shape(images, 0))
         self._stream = _check(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: dict[str, tuple[int, np.ndarray]] = {}  # name -> (device pointer, pinned host array)
         batch, _, height, width = self.max_shape
         k = self.card.max_detections
         sizes = {
-            "images": ((batch, 3, height, width), np.uint8),
-            "image_sizes": ((batch, 2), np.int64),
-            "iou_threshold": ((1,), np.float32),
-            "boxes": ((batch, k, 4), np.float32),
-            "scores": ((batch, k), np.float32),
-            "labels": ((batch, k), np.int64),
-            "num_detections": ((batch,), np.int64),
+            images: ((batch, 3, height, width), np.uint8),
+            image_sizes: ((batch, 2), np.int64),
+            iou_threshold: ((1,), np.float32),
+            boxes: ((batch, k, 4), np.float32),
+            scores: ((batch, k), np.float32),
+            labels: ((batch, k), np.int64),
+            num_detections: ((batch,), np.int64),
         }
         for name, (shape, dtype) in sizes.items():
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -92,39 +94,41 @@ class TensorRTBackend:
         except PluginNotBuilt as exc:
             raise ModelLoadError(f"{path} needs {', '.join(self.card.plugins)}: {exc}") from None
 
-    def run(self, images: np.ndarray, image_sizes: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, ...]:
-        batch, _, height, width = images.shape
+    def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
+        count, _, height, width = batch.images.shape
         low, high = self.min_shape, self.max_shape
-        if not (low[0] <= batch <= high[0] and low[2] <= height <= high[2] and low[3] <= width <= high[3]):
-            raise ValueError(f"images {images.shape} lie outside the engine's profile {low} .. {high}; build it with a larger profile")
+        if not (low[0] <= count <= high[0] and low[2] <= height <= high[2] and low[3] <= width <= high[3]):
+            raise ValueError(f"images {batch.images.shape} lie outside the engine's profile {low} .. {high}; build it with a larger profile")
         cudart, stream = self._cudart, self._stream
         to_device, to_host = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        feeds = {"images": images, "image_sizes": image_sizes.astype(np.int64, copy=False), "iou_threshold": np.array([iou_threshold], np.float32)}
+        feeds = graph_inputs(batch, iou_threshold)
         for name, array in feeds.items():
             device_pointer, host = self._buffers[name]
             view = host.reshape(-1)[: array.size]
             np.copyto(view, array.reshape(-1))
             _check(cudart.cudaMemcpyAsync(device_pointer, view.ctypes.data, view.nbytes, to_device, stream), f"copy of {name}")
-        self.context.set_input_shape("images", images.shape)
-        self.context.set_input_shape("image_sizes", (batch, 2))
+        images, image_sizes, _ = INPUTS
+        self.context.set_input_shape(images, feeds[images].shape)
+        self.context.set_input_shape(image_sizes, feeds[image_sizes].shape)
         if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (its log says why)")
-        device_num, host_num = self._buffers["num_detections"]
-        _check(cudart.cudaMemcpyAsync(host_num.ctypes.data, device_num, batch * 8, to_host, stream), "copy of num_detections")
+        boxes, scores, labels, num_detections = OUTPUTS
+        device_num, host_num = self._buffers[num_detections]
+        _check(cudart.cudaMemcpyAsync(host_num.ctypes.data, device_num, count * 8, to_host, stream), "copy of num_detections")
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-        num = host_num[:batch].copy()
-        rows = int(num.max()) if batch else 0  # only the rows that hold detections come back
+        num = host_num[:count].copy()
+        rows = int(num.max()) if count else 0  # only the rows that hold detections come back
         k = self.card.max_detections
         outputs = []
-        for name, per_row in (("boxes", 16), ("scores", 4), ("labels", 8)):
+        for name, per_row in ((boxes, 16), (scores, 4), (labels, 8)):
             device_pointer, host = self._buffers[name]
             if rows:
                 pitch = k * per_row
                 _check(
-                    cudart.cudaMemcpy2DAsync(host.ctypes.data, pitch, device_pointer, pitch, rows * per_row, batch, to_host, stream),
+                    cudart.cudaMemcpy2DAsync(host.ctypes.data, pitch, device_pointer, pitch, rows * per_row, count, to_host, stream),
                     f"copy of {name}",
                 )
-            outputs.append(host[:batch])
+            outputs.append(host[:count])
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         boxes, scores, labels = (np.array(o) for o in outputs)
         for b, n in enumerate(num):  # rows past each image's count are padding

@@ -1,6 +1,7 @@
 """Building TensorRT engines from our ONNX files (TensorRT 10.x and 11.x Python APIs; no torch).
 
-Used by `vfnet export trt` and by the engine cache of `vfnet serve --backend tensorrt`. The network
+Used by `vfnet export trt` and by the engine cache of `vfnet serve --backend tensorrt`
+(`prepare_engine`, through the runtime's `open_model`). The network
 is strongly typed: its precision is the ONNX graph's (`vfnet export onnx --fp16` for float16, since
 TensorRT 11 has no fp16 builder flag). NMS comes through the parser's NonMaxSuppression import
 (INMSLayer); DeformConv through TensorRT's own plugin library (ModulatedDeformConv2d), registered
@@ -19,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .engine_cache import EngineCache, Manifest, Profile, default_profile, sha256_file, timing_cache_path, write_atomically
-from .model_card import ModelCard, ModelLoadError
+from ...artifact import INPUTS, ModelCard, ModelLoadError, read_onnx_card, write_atomically
+from .cache import EngineCache, Manifest, Profile, default_profile, sha256_file, timing_cache_path
 
 NO_TENSORRT = (
     "TensorRT is not installed here: it comes with NVIDIA's container (nvcr.io/nvidia/tensorrt) or NVIDIA's "
@@ -28,19 +29,13 @@ NO_TENSORRT = (
 )
 
 
+# The default folder of the engines `vfnet serve --backend tensorrt --model M.onnx` builds.
+DEFAULT_ENGINE_CACHE = Path.home() / ".cache" / "vfnet-serve" / "engines"
+
+
 def onnx_card(onnx_path: Path) -> ModelCard:
-    """The model card in an ONNX file's metadata (without loading its weights)."""
-    if not onnx_path.is_file():
-        raise ModelLoadError(f"{onnx_path}: no such file")
-    try:
-        import onnx
-    except ImportError:
-        raise ModelLoadError("reading an ONNX file's model card needs onnx: pip install 'vfnet-serve[tensorrt]'") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends
-        raise ModelLoadError(f"{onnx_path}: not a readable ONNX file ({type(exc).__name__})") from None
-    card = ModelCard.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(onnx_path))
+    """The model card of an ONNX file to build an engine from (a detections graph)."""
+    card = read_onnx_card(onnx_path)
     if card.graph != "detections":
         raise ModelLoadError(f"{onnx_path}: a --raw graph (head outputs only); export the detections graph for an engine")
     return card
@@ -154,8 +149,9 @@ def build_engine(
     config.builder_optimization_level = optimization_level
     shapes = profile.shapes()
     optimisation = builder.create_optimization_profile()
-    optimisation.set_shape("images", shapes["min"], shapes["opt"], shapes["max"])
-    optimisation.set_shape("image_sizes", (profile.min_batch, 2), (profile.opt_batch, 2), (profile.max_batch, 2))
+    images, image_sizes, _ = INPUTS
+    optimisation.set_shape(images, shapes["min"], shapes["opt"], shapes["max"])
+    optimisation.set_shape(image_sizes, (profile.min_batch, 2), (profile.opt_batch, 2), (profile.max_batch, 2))
     config.add_optimization_profile(optimisation)
     _use_timing_cache(config, timing_cache, progress)
     config.progress_monitor = _progress_monitor(trt, progress)

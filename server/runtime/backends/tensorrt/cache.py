@@ -2,7 +2,8 @@
 
 An engine is only valid for the TensorRT version, GPU (compute capability), ONNX file, plugin
 library, precision, shape profile and builder settings it was built with. All of these are its
-`Manifest`, written with the model card into a JSON sidecar `<engine>.json`:
+`Manifest`, written with the model card into a JSON sidecar `<engine>.json` (the artifact
+contract's engine container, artifact.py):
 
     {"format": "vfnet-serve-engine", "card": {...model card metadata...}, "manifest": {...}}
 
@@ -25,9 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model_card import ModelCard, ModelLoadError
-
-SIDECAR_FORMAT = "vfnet-serve-engine"
+from ...artifact import ModelCard, ModelLoadError, read_engine_sidecar, sidecar_path, write_engine_sidecar
 
 
 @dataclass(frozen=True)
@@ -147,16 +146,6 @@ def timing_cache_path(directory: Path, tensorrt_version: str, compute_capability
     return directory / f"timing-trt{tensorrt_version}-{compute_capability}.cache"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: readers see all or nothing."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -165,31 +154,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
-
-
-def write_sidecar(engine: Path, card: ModelCard, manifest: Manifest) -> Path:
-    """The card and manifest beside `engine`, written atomically."""
-    path = sidecar_path(engine)
-    text = json.dumps({"format": SIDECAR_FORMAT, "card": card.to_metadata(), "manifest": manifest.to_dict()}, indent=2)
-    write_atomically(path, text.encode())
-    return path
-
-
 def read_sidecar(engine: Path) -> tuple[ModelCard, Manifest]:
     """The card and manifest of `engine`; ModelLoadError saying what is missing or damaged."""
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise ModelLoadError(f"{engine}: no manifest {path.name} beside it (engines are made by `vfnet export trt`, which writes both)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: not a readable manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise ModelLoadError(f"{path}: not a vfnet-serve engine manifest (no format={SIDECAR_FORMAT})")
-    card = ModelCard.from_metadata(data.get("card") or {}, source=str(path))
-    return card, Manifest.from_dict(data.get("manifest") or {}, source=str(path))
+    card, manifest = read_engine_sidecar(engine)
+    return card, Manifest.from_dict(manifest, source=str(sidecar_path(engine)))
 
 
 class EngineCache:
@@ -241,5 +209,5 @@ def write_engine(engine: Path, card: ModelCard, manifest: Manifest, build: Calla
         os.replace(temporary, engine)
     finally:
         temporary.unlink(missing_ok=True)
-    write_sidecar(engine, card, built)
+    write_engine_sidecar(engine, card, built.to_dict())
     return engine

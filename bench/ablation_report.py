@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from ablation import ROOT, SEEDS, VARIANTS, Schedule
+from ablation_setting import ROOT, SEEDS, VARIANTS, Schedule  # bench/ablation_setting.py
 
 DOC = ROOT / "docs" / "ablation.md"
 PLOT = ROOT / "docs" / "ablation.svg"

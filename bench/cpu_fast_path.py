@@ -60,12 +60,11 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
 NATIVE_BF16 = native_bf16(openvino.Core())
 
 
-def call(path, feeds: dict):
+def call(path, batch: Batch, feeds: dict, iou_threshold: float):
     """One contract call on an ONNX Runtime session or an OpenVINO backend."""
     if isinstance(path, ort.InferenceSession):
         return lambda: path.run(None, feeds)
-    batch = Batch(feeds["images"], feeds["image_sizes"])
-    return lambda: path.run(batch, float(feeds["iou_threshold"][0]))
+    return lambda: path.run(batch, iou_threshold)
 
 
 def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) -> list[dict]:
@@ -86,13 +85,13 @@ def rows_for(name: str, model, cases, threads: int, repeats: int, folder: Path) 
     rows = []
     for batch, canvas in cases:
         pictures = scenes(batch, seed=43, height=canvas[0], width=canvas[1])
-        feeds, eager = contract_call(model, np.stack([p.transpose(2, 0, 1) for p in pictures]))  # [B, 3, H, W] uint8 scenes
-        calls = {path_name: call(path, feeds) for path_name, path in paths.items()} | {"eager": eager}
+        arrays, feeds, eager = contract_call(model, np.stack([p.transpose(2, 0, 1) for p in pictures]))  # [B, 3, H, W] uint8 scenes
+        calls = {path_name: call(path, arrays, feeds, model.config.iou_threshold) for path_name, path in paths.items()} | {"eager": eager}
         timings = {path_name: [] for path_name in calls}
         for _ in range(2):  # alternate, so that machine noise hits every path alike
             for path_name, fn in calls.items():
                 timings[path_name].append(median_ms(fn, max(1, repeats // 2)))
-        gflop = model_gflop(model, torch.from_numpy(feeds["images"]), torch.from_numpy(feeds["image_sizes"]))
+        gflop = model_gflop(model, torch.from_numpy(arrays.images), torch.from_numpy(arrays.image_sizes))
         rows.append({"model": name, "batch": batch, "canvas": canvas, "gflop": gflop, **{k: min(v) for k, v in timings.items()}})
         print(rows[-1], flush=True)
     return rows

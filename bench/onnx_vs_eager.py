@@ -30,6 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vfnet.export import export_onnx
 from vfnet.model import build_vfnet
+from vfnet.server.runtime.artifact import graph_inputs
+from vfnet.server.runtime.images import Batch
 
 from report import write_section  # bench/report.py
 
@@ -79,17 +81,17 @@ def model_gflop(model, images, sizes) -> float:
 
 
 def contract_call(model, images: np.ndarray):
-    """For canvas-filling uint8 images [B, 3, H, W]: (the ONNX feeds of the contract, a function
-    running the same call in eager PyTorch)."""
-    sizes = np.tile(np.array(images.shape[2:], dtype=np.int64), (len(images), 1))
-    feeds = {"images": images, "image_sizes": sizes, "iou_threshold": np.array([model.config.iou_threshold], np.float32)}
-    tensors = [torch.from_numpy(feeds[name]) for name in ("images", "image_sizes", "iou_threshold")]
+    """For canvas-filling uint8 images [B, 3, H, W]: (the batch, the ONNX feeds of the contract, a
+    function running the same call in eager PyTorch)."""
+    batch = Batch(images, np.tile(np.array(images.shape[2:], dtype=np.int64), (len(images), 1)))  # content = canvas
+    feeds = graph_inputs(batch, model.config.iou_threshold)
+    tensors = [torch.from_numpy(value) for value in feeds.values()]
 
     def eager() -> None:
         with torch.inference_mode():
             model(*tensors)
 
-    return feeds, eager
+    return batch, feeds, eager
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -137,14 +139,14 @@ def run(presets, batches, canvases, threads, repeats):
             for canvas in canvases:
                 for batch in batches:
                     rng = np.random.default_rng(0)
-                    feeds, eager = contract_call(model, rng.integers(0, 256, (batch, 3, *canvas), dtype=np.uint8))
+                    batch_arrays, feeds, eager = contract_call(model, rng.integers(0, 256, (batch, 3, *canvas), dtype=np.uint8))
                     # interleave the two backends so that machine noise hits both alike
                     eager_ms, ort_ms = [], []
                     for _ in range(2):
                         eager_ms.append(median_ms(eager, max(1, repeats // 2)))
                         ort_ms.append(median_ms(lambda: session.run(None, feeds), max(1, repeats // 2)))
                     eager_t, ort_t = min(eager_ms), min(ort_ms)
-                    gflop = model_gflop(model, torch.from_numpy(feeds["images"]), torch.from_numpy(feeds["image_sizes"]))
+                    gflop = model_gflop(model, torch.from_numpy(batch_arrays.images), torch.from_numpy(batch_arrays.image_sizes))
                     rows.append(dict(preset=preset, batch=batch, canvas=canvas, eager_ms=eager_t, ort_ms=ort_t, gflop=gflop))
                     print(rows[-1], flush=True)
                     key = (preset, canvas)

@@ -171,9 +171,9 @@ def peek(run: Path, schedule: Schedule) -> int:
     import torch
 
     from vfnet.model import build_vfnet, save_checkpoint
-    from vfnet.server.runtime import load_detector
     from vfnet.server.coco import CocoDetection
     from vfnet.server.evaluate import evaluate
+    from vfnet.server.runtime import load_detector
 
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     config = json.loads(state["config"])
@@ -195,8 +195,11 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / ".data" / "ablation", help="folder for the runs (default .data/ablation)")
     parser.add_argument("--workers", type=int, default=1, help="train: start this many worker processes (each one thread)")
     parser.add_argument(
-        "--max-runs", type=int, default=0, help="train: each worker takes at most this many runs, then stops (0: no limit); "
-        "on a machine that does not outlive the session, start only what can finish"
+        "--max-runs",
+        type=int,
+        default=0,
+        help="train: each worker takes at most this many runs, then stops (0: no limit); "
+        "on a machine that does not outlive the session, start only what can finish",
     )
     args = parser.parse_args()
     if args.action == "peek":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 
 from ablation_setting import ROOT, SEEDS, VARIANTS, Schedule  # bench/ablation_setting.py
 
@@ -25,8 +24,13 @@ README = ROOT / "README.md"  # quotes the table between these two lines
 README_START, README_END = "<!-- ablation table: written by `python bench/ablation.py report` -->", "<!-- end of the ablation table -->"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CLAIMS = (  # (better, worse, the paper's claim, in short)
-    ("a", "c", "VFNet, ranking by the IACS, beats the design it replaces: FCOS/ATSS, ranking by sigmoid(cls) × sigmoid(centerness) "
-     "(the two differ in loss, star DCN and refinement too: this compares the designs as wholes)", "VFNet over FCOS/ATSS"),
+    (
+        "a",
+        "c",
+        "VFNet, ranking by the IACS, beats the design it replaces: FCOS/ATSS, ranking by sigmoid(cls) × sigmoid(centerness) "
+        "(the two differ in loss, star DCN and refinement too: this compares the designs as wholes)",
+        "VFNet over FCOS/ATSS",
+    ),
     ("a", "b", "Varifocal Loss with IACS targets beats focal loss with binary targets", "Varifocal Loss over focal loss"),
     ("a", "d", "the star-shaped deformable convolution adds accuracy over plain 3x3 convs", "star DCN over plain convs"),
     ("a", "e", "the box refinement adds accuracy", "box refinement"),
@@ -130,11 +134,13 @@ def write_report(records: list[dict], schedule: Schedule) -> int:
         metrics = [cell([r["metrics"][m] for r in runs]) for m in METRICS]
         seeds = ", ".join(f"{r['metrics']['AP']:.3f}" for r in runs)
         hours = ", ".join(f"{r['train_hours']:.2f}" for r in runs)
-        table.append(
-            f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours} |"
-        )
-    lines += [*table, "", "Mean ± standard deviation over seeds. Training hours: wall time, one thread, beside one other run on the "
-        "2 cores; the notes below name the runs that shared the cores with more or fewer."]
+        table.append(f"| ({v.key}) {v.title} | {len(runs)} | " + " | ".join(metrics) + f" | {cell([r['oracle']['AP'] for r in runs])} | {seeds} | {hours} |")
+    lines += [
+        *table,
+        "",
+        "Mean ± standard deviation over seeds. Training hours: wall time, one thread, beside one other run on the "
+        "2 cores; the notes below name the runs that shared the cores with more or fewer.",
+    ]
     notes = [f"- {r['run']}: {r['note']}." for r in records if r.get("note")]  # what a record says about itself
     lines += ["", *notes] if notes else []
     if by_variant["a"]:

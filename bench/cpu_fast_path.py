@@ -122,7 +122,11 @@ def main() -> int:
         f"openvino {openvino.__version__}, torch {torch.__version__}. Full contract, median of repeated runs, the paths alternated "
         f"in one process. Float32 GEMM peak measured in the same run: {peak:.0f} GFLOP/s. int8: convolutions only (QDQ); "
         "DeformConv, GroupNorm, decoding and NMS stay float32. "
-        + ("OpenVINO bf16: its inference precision on this CPU's native bfloat16." if NATIVE_BF16 else "OpenVINO bf16: — (this CPU has no native bfloat16; OpenVINO would run float32).")
+        + (
+            "OpenVINO bf16: its inference precision on this CPU's native bfloat16."
+            if NATIVE_BF16
+            else "OpenVINO bf16: — (this CPU has no native bfloat16; OpenVINO would run float32)."
+        )
         + " A GFLOP/s share above 100% means the 2048² GEMM measured in this run ran slower than ONNX Runtime's convolutions;"
         " compare that column within one table only.",
         "",

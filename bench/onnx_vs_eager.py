@@ -26,14 +26,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from report import write_section  # bench/report.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from vfnet.export import export_onnx
 from vfnet.model import build_vfnet
 from vfnet.server.runtime.artifact import graph_inputs
 from vfnet.server.runtime.images import Batch
-
-from report import write_section  # bench/report.py
 
 SECTION = "## ONNX Runtime vs PyTorch eager (CPU)"
 

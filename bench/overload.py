@@ -29,11 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-
-from vfnet.server.runtime.load import DEMO_CHECKPOINT
-
 from report import cpu_description, write_section  # bench/report.py
 from server_overhead import metric, start_server  # bench/server_overhead.py
+
+from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
 SECTION = "## Reliability under load (CPU)"
 MAX_QUEUE_WAIT_MS = 1000.0  # the service's default

@@ -39,11 +39,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from report import cpu_description, publish, write_section  # bench/report.py
 
 from vfnet.server.runtime import load_detector, make_batch
 from vfnet.server.runtime.load import DEMO_CHECKPOINT
-
-from report import cpu_description, publish, write_section  # bench/report.py
 
 SECTION = "## HTTP service overhead (CPU)"
 FAST_PATHS_SECTION = "## HTTP service throughput on the CPU fast paths"
@@ -181,7 +180,6 @@ def fast_path_throughput(args, images: list[bytes]) -> None:
     from vfnet.export.int8 import quantize_int8
     from vfnet.export.openvino_export import export_openvino
     from vfnet.model import load_checkpoint
-
     from vfnet.server.runtime.backends.openvino_backend import native_bf16
 
     native = native_bf16(openvino.Core())
@@ -276,9 +274,7 @@ def main() -> None:
             "",
             "The price of batch-independent results: the service batches only images of the same padded canvas, so that "
             "an image's detections never depend on its company (padding to a larger canvas changes GroupNorm statistics "
-            "and the coarse levels). On 8 images of four shapes "
-            + ", ".join(f"{w}×{h}" for h, w in MIXED_SHAPES)
-            + ":",
+            "and the coarse levels). On 8 images of four shapes " + ", ".join(f"{w}×{h}" for h, w in MIXED_SHAPES) + ":",
             "",
             "| measure | images/s | ratio |",
             "|---|---|---|",

@@ -96,8 +96,7 @@ def main() -> int:
     lines = [
         TITLE,
         "",
-        f"CPU: {cpu}; {args.threads} threads for every party. `python bench/star_deform_conv.py` "
-        f"(best of {args.repeats}, alternating).",
+        f"CPU: {cpu}; {args.threads} threads for every party. `python bench/star_deform_conv.py` (best of {args.repeats}, alternating).",
         "",
         "The plugin's host build (`vfnet.trt_plugins.star_deform_conv`: the CUDA kernel's sampling core, "
         "float32 accumulation) against torchvision's CPU `deform_conv2d` fed with the star offsets:",

@@ -88,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--opt-batch", type=int, help="the batch to optimise for (default: --max-batch)")
     trt.add_argument("--max-batch", type=int, default=8, help="largest batch (default 8, the server's max_batch_size)")
     for which, meaning in (("min", "smallest"), ("opt", "optimised-for"), ("max", "largest")):
-        trt.add_argument(f"--{which}-canvas", type=canvas, metavar="HxW", help=f"{meaning} padded canvas, height x width (default: from the model's input size)")
+        trt.add_argument(
+            f"--{which}-canvas", type=canvas, metavar="HxW", help=f"{meaning} padded canvas, height x width (default: from the model's input size)"
+        )
     trt.add_argument("--timing-cache", type=Path, help="read and update this TensorRT timing cache (speeds up later builds)")
     trt.add_argument("--workspace", type=float, default=4.0, metavar="GiB", help="builder workspace limit in GiB (default 4)")
-    trt.add_argument("--builder-optimization-level", type=int, default=3, choices=range(6), metavar="0-5", help="TensorRT's builder optimisation level (default 3)")
+    trt.add_argument(
+        "--builder-optimization-level", type=int, default=3, choices=range(6), metavar="0-5", help="TensorRT's builder optimisation level (default 3)"
+    )
     return parser
 
 
@@ -147,7 +151,14 @@ def run_onnx(args: argparse.Namespace) -> int:
         from .onnx_export import export_onnx
 
         summary = export_onnx(
-            model, args.out, fp16=args.fp16, fp16_storage=args.fp16_storage, raw=args.raw, plugin=args.plugin, max_detections=args.max_detections, progress=progress
+            model,
+            args.out,
+            fp16=args.fp16,
+            fp16_storage=args.fp16_storage,
+            raw=args.raw,
+            plugin=args.plugin,
+            max_detections=args.max_detections,
+            progress=progress,
         )
     except (CheckpointError, ValueError) as exc:  # ValueError: e.g. --plugin for a model without star convolutions
         return failed(str(exc))

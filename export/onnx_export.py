@@ -16,8 +16,8 @@ decoding and NMS stay float32, and so do the outputs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import torch

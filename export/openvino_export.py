@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import operator
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -37,7 +37,6 @@ from vfnet.model.postprocess import candidates, multiclass_nms
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_openvino_card
 
 from .prepare import EXAMPLE_SIZE, ExportSummary, dynamic_dims, example_inputs, onnx_program, prepared_copy
-
 
 NMS_CANDIDATES = ("candidate_boxes", "candidate_scores")  # the NMS model's inputs, joined to CandidatesGraph's outputs
 

@@ -4,6 +4,8 @@
     model = build_vfnet("vfnet_r50_fpn")                  # random init, eval mode
     model = load_checkpoint("vfnet_r50.safetensors")      # from `vfnet convert-mmdet` or training
     det = model(images_uint8, image_sizes)                # Detections(boxes, scores, labels, num_detections)
+
+Boxes are xyxy in resized-image pixels; nothing else of vfnet-serve is imported here.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_metadata, save_checkpoint

@@ -47,9 +47,7 @@ class Backbone(nn.Module):
                 if block is not Bottleneck:
                     raise ValueError("DCNv2 stages need a Bottleneck ResNet (depth 50 or more)")
                 for b in stage:
-                    b.conv2 = ModulatedDeformConv2d(
-                        b.conv2.in_channels, b.conv2.out_channels, stride=b.conv2.stride[0], groups=b.conv2.groups
-                    )
+                    b.conv2 = ModulatedDeformConv2d(b.conv2.in_channels, b.conv2.out_channels, stride=b.conv2.stride[0], groups=b.conv2.groups)
         expansion = block.expansion
         self.out_channels = (128 * expansion, 256 * expansion, 512 * expansion)
         self.norm_eval = config.norm_eval

@@ -46,10 +46,7 @@ def save_checkpoint(
     names = list(model.class_names if class_names is None else class_names)
     if len(names) != model.config.num_classes:
         raise ValueError(f"{len(names)} class names for a model with {model.config.num_classes} classes")
-    tensors = {
-        key: (value.to(dtype) if value.is_floating_point() else value).detach().contiguous().cpu()
-        for key, value in model.state_dict().items()
-    }
+    tensors = {key: (value.to(dtype) if value.is_floating_point() else value).detach().contiguous().cpu() for key, value in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -67,9 +67,7 @@ class VFNet(nn.Module):
         x = (images.float() - self.pixel_mean.float()) / self.pixel_std.float()
         rows = torch.arange(images.shape[2], device=images.device)
         cols = torch.arange(images.shape[3], device=images.device)
-        inside = (rows[None, :, None] < image_sizes[:, 0, None, None]) & (
-            cols[None, None, :] < image_sizes[:, 1, None, None]
-        )  # [B, H, W]
+        inside = (rows[None, :, None] < image_sizes[:, 0, None, None]) & (cols[None, None, :] < image_sizes[:, 1, None, None])  # [B, H, W]
         return (x * inside[:, None].to(x.dtype)).to(self.backbone.conv1.weight.dtype)
 
     def raw_outputs(self, x: torch.Tensor) -> list[LevelOutputs]:
@@ -81,9 +79,7 @@ class VFNet(nn.Module):
         """What NMS ranks: per level (scores [B, C, h, w] float32, final boxes [B, 4, h, w] (l, t, r, b))."""
         return [(level.scores(), level.bbox_refine) for level in self.raw_outputs(self.normalize(images, image_sizes))]
 
-    def forward(
-        self, images: torch.Tensor, image_sizes: torch.Tensor, iou_threshold: torch.Tensor | None = None
-    ) -> Detections:
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, iou_threshold: torch.Tensor | None = None) -> Detections:
         c = self.config
         return postprocess(
             self.ranked_outputs(images, image_sizes),

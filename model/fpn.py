@@ -26,8 +26,7 @@ class FPN(nn.Module):
         super().__init__()
         self.lateral_convs = nn.ModuleList([_conv(c, out_channels, 1) for c in in_channels])
         self.fpn_convs = nn.ModuleList(
-            [_conv(out_channels, out_channels, 3) for _ in in_channels]
-            + [_conv(out_channels, out_channels, 3, stride=2) for _ in range(2)]
+            [_conv(out_channels, out_channels, 3) for _ in in_channels] + [_conv(out_channels, out_channels, 3, stride=2) for _ in range(2)]
         )
 
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:

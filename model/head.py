@@ -139,12 +139,7 @@ class VFNetHead(nn.Module):
         feat, n = config.feat_channels, config.stacked_convs
 
         def tower() -> nn.ModuleList:
-            return nn.ModuleList(
-                [
-                    _tower_conv(in_channels if i == 0 else feat, config, config.dcn_on_last_conv and i == n - 1)
-                    for i in range(n)
-                ]
-            )
+            return nn.ModuleList([_tower_conv(in_channels if i == 0 else feat, config, config.dcn_on_last_conv and i == n - 1) for i in range(n)])
 
         self.cls_convs = tower()
         self.reg_convs = tower()

@@ -89,9 +89,7 @@ def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
         raise CheckpointError("unsupported backbone: no ResNet keys (backbone.layer1.0.conv2.weight); pass --preset")
     bottleneck = "backbone.layer1.0.conv3.weight" in state
     blocks = [_count(state, f"backbone.layer{i}.") for i in (1, 2, 3, 4)]
-    depth = {(False, 2, 2, 2, 2): 18, (False, 3, 4, 6, 3): 34, (True, 3, 4, 6, 3): 50, (True, 3, 4, 23, 3): 101}.get(
-        (bottleneck, *blocks)
-    )
+    depth = {(False, 2, 2, 2, 2): 18, (False, 3, 4, 6, 3): 34, (True, 3, 4, 6, 3): 50, (True, 3, 4, 23, 3): 101}.get((bottleneck, *blocks))
     width, width_per_group = state["backbone.layer1.0.conv2.weight"].shape[:2]
     stacked = _count(state, "bbox_head.cls_convs.")
     structure = dict(
@@ -101,9 +99,7 @@ def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
         dcn_stages=tuple(f"backbone.layer{i}.0.conv2.conv_offset.weight" in state for i in (1, 2, 3, 4)),
         dcn_on_last_conv=f"bbox_head.cls_convs.{stacked - 1}.conv.conv_offset.weight" in state,
     )
-    candidates = [
-        name for name, cfg in PRESETS.items() if all(getattr(cfg, k) == v for k, v in structure.items())
-    ]
+    candidates = [name for name, cfg in PRESETS.items() if all(getattr(cfg, k) == v for k, v in structure.items())]
     if depth is None or not candidates:
         raise CheckpointError(f"no preset has this backbone ({structure}); pass --preset")
     preset = candidates[0]

@@ -45,9 +45,7 @@ class Detections(NamedTuple):
     num_detections: torch.Tensor
 
 
-def top_candidates(
-    level_scores: torch.Tensor, bbox_pred: torch.Tensor, stride: int, nms_pre: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def top_candidates(level_scores: torch.Tensor, bbox_pred: torch.Tensor, stride: int, nms_pre: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One level's candidates: the `nms_pre` locations with the highest max-over-classes score.
 
     level_scores [B, C, h, w] (probabilities, e.g. the IACS), bbox_pred [B, 4, h, w] (l, t, r, b) ->

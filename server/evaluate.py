@@ -51,9 +51,7 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
 def run_detector(detector: Detector, dataset: CocoDetection, batch_size: int = 4, progress=None) -> list[tuple[int, DetectionResult]]:
     """(image id, all of the model's detections) for every image of the set, in batches."""
     if len(detector.card.class_names) != len(dataset.category_ids):
-        raise ValueError(
-            f"the model has {len(detector.card.class_names)} classes, the data {len(dataset.category_ids)} categories"
-        )
+        raise ValueError(f"the model has {len(detector.card.class_names)} classes, the data {len(dataset.category_ids)} categories")
     results = []
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
@@ -90,7 +88,9 @@ def coco_metrics(annotations: Path, detections: list[dict]) -> dict[str, float]:
     return {name: round(float(value), 4) if value >= 0 else None for name, value in zip(METRICS, evaluator.stats)}
 
 
-def evaluate(detector: Detector, data: str | Path, batch_size: int = 4, oracle: bool = False, results_out: str | Path | None = None, progress=None) -> dict[str, float]:
+def evaluate(
+    detector: Detector, data: str | Path, batch_size: int = 4, oracle: bool = False, results_out: str | Path | None = None, progress=None
+) -> dict[str, float]:
     dataset = CocoDetection(data)
     detections = as_coco_results(run_detector(detector, dataset, batch_size, progress), dataset, oracle)
     if results_out is not None:

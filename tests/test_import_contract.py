@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOTS = {"vfnet.model": "model", "vfnet.export": "export", "vfnet.train": "train",
-         "vfnet.server": "server", "vfnet.trt_plugins": "trt_plugins"}
+ROOTS = {"vfnet.model": "model", "vfnet.export": "export", "vfnet.train": "train", "vfnet.server": "server", "vfnet.trt_plugins": "trt_plugins"}
 MODEL, EXPORT, TRAIN, PLUGINS = "vfnet.model", "vfnet.export", "vfnet.train", "vfnet.trt_plugins"
 RUNTIME, APP = "vfnet.server.runtime", "vfnet.server.app"
 TORCH = ("torch", "torchvision")
@@ -80,10 +79,16 @@ def imports(module: str, source: str, is_package: bool, known: set[str]) -> list
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 found[(node.lineno, sub if sub in known else base, lazy)] = None
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ((isinstance(node.func, ast.Name) and node.func.id == "__import__")
-                   or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            )
+        ):
             found[(node.lineno, node.args[0].value, lazy)] = None
         lazy = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
@@ -98,28 +103,29 @@ def breaks(module: str, target: str, lazy: bool) -> list[int]:
     rules = []
     if _within(module, MODEL) and _within(target, "vfnet") and not _within(target, MODEL):
         rules.append(1)
-    if _within(module, RUNTIME) and ((not lazy and _within(target, *TORCH))
-                                     or _within(target, APP, EXPORT, TRAIN)
-                                     or (_within(target, MODEL) and not (lazy and "torch_backend" in module))):
+    if _within(module, RUNTIME) and (
+        (not lazy and _within(target, *TORCH)) or _within(target, APP, EXPORT, TRAIN) or (_within(target, MODEL) and not (lazy and "torch_backend" in module))
+    ):
         rules.append(2)
     if _within(module, APP) and _within(target, MODEL, EXPORT, TRAIN, *TORCH):
         rules.append(3)
-    if _within(module, EXPORT) and (_within(target, APP) or (
-            _within(target, RUNTIME)
-            and not _within(target, f"{RUNTIME}.artifact", f"{RUNTIME}.backends.tensorrt"))):
+    if _within(module, EXPORT) and (
+        _within(target, APP) or (_within(target, RUNTIME) and not _within(target, f"{RUNTIME}.artifact", f"{RUNTIME}.backends.tensorrt"))
+    ):
         rules.append(4)
     if _within(module, MODEL, RUNTIME) and not lazy and _within(target, PLUGINS):
         rules.append(5)
     return rules
 
 
-def violations(module: str, source: str, *, is_package: bool = False,
-               known: set[str] | None = None) -> list[str]:
+def violations(module: str, source: str, *, is_package: bool = False, known: set[str] | None = None) -> list[str]:
     """Human-readable contract violations of `module` whose text is `source`."""
     known = KNOWN if known is None else known
-    return [f"{module} line {line}: imports {target} {'lazily' if lazy else 'at module level'} (rule {rule})"
-            for line, target, lazy in imports(module, source, is_package, known)
-            for rule in breaks(module, target, lazy)]
+    return [
+        f"{module} line {line}: imports {target} {'lazily' if lazy else 'at module level'} (rule {rule})"
+        for line, target, lazy in imports(module, source, is_package, known)
+        for rule in breaks(module, target, lazy)
+    ]
 
 
 MODULES, KNOWN = discover()
@@ -127,8 +133,7 @@ MODULES, KNOWN = discover()
 
 @functools.cache
 def tree_violations() -> list[str]:
-    return [v for name, (path, is_package) in sorted(MODULES.items())
-            for v in violations(name, path.read_text(encoding="utf-8"), is_package=is_package)]
+    return [v for name, (path, is_package) in sorted(MODULES.items()) for v in violations(name, path.read_text(encoding="utf-8"), is_package=is_package)]
 
 
 def test_walk_found_the_packages():
@@ -143,47 +148,104 @@ def test_real_tree_keeps_rule(rule):
     assert not found, "\n".join(found)
 
 
-SYNTHETIC_KNOWN = {MODEL, f"{MODEL}.head", RUNTIME, f"{RUNTIME}.artifact", f"{RUNTIME}.backends",
-                   f"{RUNTIME}.backends.tensorrt", f"{RUNTIME}.backends.tensorrt.build", APP,
-                   f"{APP}.schemas", EXPORT, TRAIN, PLUGINS, "vfnet.server"}
+SYNTHETIC_KNOWN = {
+    MODEL,
+    f"{MODEL}.head",
+    RUNTIME,
+    f"{RUNTIME}.artifact",
+    f"{RUNTIME}.backends",
+    f"{RUNTIME}.backends.tensorrt",
+    f"{RUNTIME}.backends.tensorrt.build",
+    APP,
+    f"{APP}.schemas",
+    EXPORT,
+    TRAIN,
+    PLUGINS,
+    "vfnet.server",
+}
 
 
-@pytest.mark.parametrize("module, source, is_package, expected", [
-    (f"{MODEL}.head", "from ..server.runtime import x\ndef f():\n    import vfnet.train\nfrom . import layers\n", False,
-     [f"{MODEL}.head line 1: imports {RUNTIME} at module level (rule 1)",
-      f"{MODEL}.head line 3: imports {TRAIN} lazily (rule 1)"]),
-    (f"{RUNTIME}.images", "try:\n    import torch.nn\nexcept ImportError:\n    pass\n"
-     "def f():\n    import torch, torchvision\n", False,
-     [f"{RUNTIME}.images line 2: imports torch.nn at module level (rule 2)"]),
-    (f"{RUNTIME}.backends.x", "def f():\n    from ...app import x\n    from ... import app\n", False,
-     [f"{RUNTIME}.backends.x line 2: imports {APP} lazily (rule 2)",
-      f"{RUNTIME}.backends.x line 3: imports {APP} lazily (rule 2)"]),
-    (f"{RUNTIME}.backends", "import vfnet.export.cli\nclass C:\n    from vfnet.train import x\n", True,
-     [f"{RUNTIME}.backends line 1: imports vfnet.export.cli at module level (rule 2)",
-      f"{RUNTIME}.backends line 3: imports {TRAIN} at module level (rule 2)"]),
-    (f"{RUNTIME}.backends.torch_backend", "from vfnet.model import head\ndef f():\n    from vfnet.model import head\n",
-     False, [f"{RUNTIME}.backends.torch_backend line 1: imports {MODEL}.head at module level (rule 2)"]),
-    (f"{RUNTIME}.load", "def f():\n    import vfnet.model\n", False,
-     [f"{RUNTIME}.load line 2: imports {MODEL} lazily (rule 2)"]),
-    (f"{APP}.service", "def f():\n    import torchvision.ops\n    from ...model import head\n"
-     "import importlib\nimportlib.import_module('vfnet.export')\n", False,
-     [f"{APP}.service line 2: imports torchvision.ops lazily (rule 3)",
-      f"{APP}.service line 3: imports {MODEL}.head lazily (rule 3)",
-      f"{APP}.service line 5: imports {EXPORT} at module level (rule 3)"]),
-    (f"{EXPORT}.trt_export", "from vfnet.server.runtime import artifact\nfrom vfnet.server.runtime import load_detector\n"
-     "from vfnet.server.runtime.backends.tensorrt import build\nfrom ..server.app import schemas\n", False,
-     [f"{EXPORT}.trt_export line 2: imports {RUNTIME} at module level (rule 4)",
-      f"{EXPORT}.trt_export line 4: imports {APP}.schemas at module level (rule 4)"]),
-    (f"{EXPORT}", "from vfnet.server import runtime\nimport vfnet.server.runtime.backends.onnxruntime_backend\n", True,
-     [f"{EXPORT} line 1: imports {RUNTIME} at module level (rule 4)",
-      f"{EXPORT} line 2: imports {RUNTIME}.backends.onnxruntime_backend at module level (rule 4)"]),
-    (f"{RUNTIME}.backends.tensorrt.build", "from .....trt_plugins import build_report\ndef f():\n    import vfnet.trt_plugins\n",
-     False, [f"{RUNTIME}.backends.tensorrt.build line 1: imports {PLUGINS} at module level (rule 5)"]),
-    (f"{MODEL}.layers", "from vfnet.trt_plugins import x\n", False,
-     [f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 1)",
-      f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 5)"]),
-    (f"{TRAIN}.cli", "import torch\nfrom vfnet.server.app import main\nfrom vfnet.model import head\n", False, []),
-])
+@pytest.mark.parametrize(
+    "module, source, is_package, expected",
+    [
+        (
+            f"{MODEL}.head",
+            "from ..server.runtime import x\ndef f():\n    import vfnet.train\nfrom . import layers\n",
+            False,
+            [f"{MODEL}.head line 1: imports {RUNTIME} at module level (rule 1)", f"{MODEL}.head line 3: imports {TRAIN} lazily (rule 1)"],
+        ),
+        (
+            f"{RUNTIME}.images",
+            "try:\n    import torch.nn\nexcept ImportError:\n    pass\ndef f():\n    import torch, torchvision\n",
+            False,
+            [f"{RUNTIME}.images line 2: imports torch.nn at module level (rule 2)"],
+        ),
+        (
+            f"{RUNTIME}.backends.x",
+            "def f():\n    from ...app import x\n    from ... import app\n",
+            False,
+            [f"{RUNTIME}.backends.x line 2: imports {APP} lazily (rule 2)", f"{RUNTIME}.backends.x line 3: imports {APP} lazily (rule 2)"],
+        ),
+        (
+            f"{RUNTIME}.backends",
+            "import vfnet.export.cli\nclass C:\n    from vfnet.train import x\n",
+            True,
+            [
+                f"{RUNTIME}.backends line 1: imports vfnet.export.cli at module level (rule 2)",
+                f"{RUNTIME}.backends line 3: imports {TRAIN} at module level (rule 2)",
+            ],
+        ),
+        (
+            f"{RUNTIME}.backends.torch_backend",
+            "from vfnet.model import head\ndef f():\n    from vfnet.model import head\n",
+            False,
+            [f"{RUNTIME}.backends.torch_backend line 1: imports {MODEL}.head at module level (rule 2)"],
+        ),
+        (f"{RUNTIME}.load", "def f():\n    import vfnet.model\n", False, [f"{RUNTIME}.load line 2: imports {MODEL} lazily (rule 2)"]),
+        (
+            f"{APP}.service",
+            "def f():\n    import torchvision.ops\n    from ...model import head\nimport importlib\nimportlib.import_module('vfnet.export')\n",
+            False,
+            [
+                f"{APP}.service line 2: imports torchvision.ops lazily (rule 3)",
+                f"{APP}.service line 3: imports {MODEL}.head lazily (rule 3)",
+                f"{APP}.service line 5: imports {EXPORT} at module level (rule 3)",
+            ],
+        ),
+        (
+            f"{EXPORT}.trt_export",
+            "from vfnet.server.runtime import artifact\nfrom vfnet.server.runtime import load_detector\n"
+            "from vfnet.server.runtime.backends.tensorrt import build\nfrom ..server.app import schemas\n",
+            False,
+            [
+                f"{EXPORT}.trt_export line 2: imports {RUNTIME} at module level (rule 4)",
+                f"{EXPORT}.trt_export line 4: imports {APP}.schemas at module level (rule 4)",
+            ],
+        ),
+        (
+            f"{EXPORT}",
+            "from vfnet.server import runtime\nimport vfnet.server.runtime.backends.onnxruntime_backend\n",
+            True,
+            [
+                f"{EXPORT} line 1: imports {RUNTIME} at module level (rule 4)",
+                f"{EXPORT} line 2: imports {RUNTIME}.backends.onnxruntime_backend at module level (rule 4)",
+            ],
+        ),
+        (
+            f"{RUNTIME}.backends.tensorrt.build",
+            "from .....trt_plugins import build_report\ndef f():\n    import vfnet.trt_plugins\n",
+            False,
+            [f"{RUNTIME}.backends.tensorrt.build line 1: imports {PLUGINS} at module level (rule 5)"],
+        ),
+        (
+            f"{MODEL}.layers",
+            "from vfnet.trt_plugins import x\n",
+            False,
+            [f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 1)", f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 5)"],
+        ),
+        (f"{TRAIN}.cli", "import torch\nfrom vfnet.server.app import main\nfrom vfnet.model import head\n", False, []),
+    ],
+)
 def test_checker_catches_synthetic_violations(module, source, is_package, expected):
     assert violations(module, source, is_package=is_package, known=SYNTHETIC_KNOWN) == expected
 

@@ -63,9 +63,7 @@ def atss_assign(
     spread = candidate_ious.std(dim=0) if candidate_ious.shape[0] > 1 else torch.zeros_like(candidate_ious[0])
     threshold = candidate_ious.mean(dim=0) + spread
     x, y = points[candidates, 0], points[candidates, 1]  # [K, G] each
-    inside = torch.stack(
-        [x - gt_boxes[:, 0], y - gt_boxes[:, 1], gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=-1
-    ).amin(dim=-1) > 0.01  # [K, G]
+    inside = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1], gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=-1).amin(dim=-1) > 0.01  # [K, G]
     positive = (candidate_ious >= threshold) & inside  # [K, G]
 
     # IoU of each (point, box) pair that survived; -1 elsewhere. The best box per point wins.

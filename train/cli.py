@@ -27,8 +27,7 @@ def data_main(argv: list[str] | None = None) -> int:
         description="Eight shape classes (circle, triangle, rectangle, star, ring, cross, hexagon, arrow) on "
         "cluttered, textured scenes; boxes tight around the visible part of each object. Writes "
         "OUT/annotations.json and OUT/images/*.jpg. The same seed always gives the same set.",
-        epilog="examples:\n  vfnet data synth --out data/train --images 6000 --seed 1\n"
-        "  vfnet data synth --out data/val --images 500 --seed 2 --size 512",
+        epilog="examples:\n  vfnet data synth --out data/train --images 6000 --seed 1\n  vfnet data synth --out data/val --images 500 --seed 2 --size 512",
         formatter_class=Formatter,
     )
     synth.add_argument("--out", required=True, type=Path, help="output folder")
@@ -89,8 +88,7 @@ def train_main(argv: list[str] | None = None) -> int:
         "--init-backbone",
         default="",
         metavar="CHECKPOINT",
-        help="start the backbone from this checkpoint's (ours, .safetensors); with --set frozen_stages=4 --set "
-        "norm_eval=true it stays fixed",
+        help="start the backbone from this checkpoint's (ours, .safetensors); with --set frozen_stages=4 --set norm_eval=true it stays fixed",
     )
     parser.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     args = parser.parse_args(argv)

@@ -77,8 +77,7 @@ def init_backbone(model: VFNet, path: str) -> None:
         model.backbone.load_state_dict(source.backbone.state_dict())
     except RuntimeError:
         raise CheckpointError(
-            f"{path}: its backbone (preset {source.preset!r}, depth {source.config.depth}) does not fit this model's "
-            f"(depth {model.config.depth})"
+            f"{path}: its backbone (preset {source.preset!r}, depth {source.config.depth}) does not fit this model's (depth {model.config.depth})"
         ) from None
 
 
@@ -98,12 +97,7 @@ def training_step(model: VFNet, samples: list[Sample], cls_loss: str) -> dict[st
     levels = model.raw_outputs(x)
     strides = model.config.strides
     points = [level_points(lv[0].shape[-2], lv[0].shape[-1], s) for lv, s in zip(levels, strides)]
-    labels, targets = zip(
-        *[
-            atss_assign(points, strides, torch.from_numpy(s.boxes), torch.from_numpy(s.labels), model.config.num_classes)
-            for s in samples
-        ]
-    )
+    labels, targets = zip(*[atss_assign(points, strides, torch.from_numpy(s.boxes), torch.from_numpy(s.labels), model.config.num_classes) for s in samples])
 
     def flatten(per_level: list[torch.Tensor]) -> torch.Tensor:
         # per level [B, ch, h, w] -> [B, h*w, ch]; concatenated over levels -> [B * P, ch]
@@ -181,8 +175,7 @@ def train(config: TrainConfig, resume: bool = True, show_progress: bool = True) 
             batch_rng = np.random.default_rng([config.seed, epoch, step])
             picked = order[step * config.batch_size : (step + 1) * config.batch_size]
             samples = [
-                augment(dataset[int(i)], model.config.input_size, batch_rng.uniform(*config.scale_range), batch_rng.random() < config.flip)
-                for i in picked
+                augment(dataset[int(i)], model.config.input_size, batch_rng.uniform(*config.scale_range), batch_rng.random() < config.flip) for i in picked
             ]
             lr = learning_rate(config, iteration, epoch)
             for group in optimizer.param_groups:

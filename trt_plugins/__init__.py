@@ -42,8 +42,7 @@ def library_path(name: str) -> Path:
     path = plugin_dir() / f"lib{name}.so"
     if not path.is_file():
         raise PluginNotBuilt(
-            f"{path} is missing ({LIBRARIES[name]}): run `make plugins` in the repository "
-            "(or set VFNET_PLUGIN_DIR to the folder holding the built libraries)"
+            f"{path} is missing ({LIBRARIES[name]}): run `make plugins` in the repository (or set VFNET_PLUGIN_DIR to the folder holding the built libraries)"
         )
     return path
 

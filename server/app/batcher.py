@@ -158,8 +158,7 @@ class Batcher:
         wait = self.estimate.wait_s(ahead)
         if self.max_wait_s is not None and ahead and wait > self.max_wait_s:
             raise Overloaded(
-                f"server busy: the estimated wait of {wait:.2f} s for the {ahead} images ahead exceeds "
-                f"the limit of {self.max_wait_s:g} s",
+                f"server busy: the estimated wait of {wait:.2f} s for the {ahead} images ahead exceeds the limit of {self.max_wait_s:g} s",
                 retry_after_s=wait - self.max_wait_s,
             )
 

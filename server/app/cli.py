@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   curl -F image=@street.jpg 'http://127.0.0.1:8000/detect?score_threshold=0.4'
 """
 
+
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ServeSettings field, its help made from the field's description and default, so
     that flags, environment variables and documentation cannot drift apart. Values are passed to
@@ -90,15 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(served, PendingModel):
         log.info("serving %s (%s) at http://%s:%d once %s", model, served.card.preset, settings.host, settings.port, served.detail)
     else:
-        log.info("serving %s (%s) with %s on %s in %s at http://%s:%d", model, served.card.preset, served.loaded.backend, served.loaded.device, served.loaded.precision, settings.host, settings.port)
+        log.info(
+            "serving %s (%s) with %s on %s in %s at http://%s:%d",
+            model,
+            served.card.preset,
+            served.loaded.backend,
+            served.loaded.device,
+            served.loaded.precision,
+            settings.host,
+            settings.port,
+        )
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal under the handler that was there
     # before it started. An inert handler makes that re-raise a no-op, so a drained server exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
     app = create_app(settings, served)
-    protocol = guarded_protocol(
-        settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, rejected_connection_logger(app.state.metrics)
-    )
+    protocol = guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, rejected_connection_logger(app.state.metrics))
     uvicorn.run(
         app,
         host=settings.host,

@@ -178,4 +178,3 @@ def rejected_connection_logger(metrics: Metrics):
         log_access(metrics, "other", status, 0.0, note=detail)
 
     return on_reject
-

@@ -14,24 +14,16 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("vfnet_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.request_seconds = Histogram(
-            "vfnet_request_duration_seconds", "Total request time", ["route"], buckets=LATENCY_BUCKETS, registry=r
-        )
+        self.request_seconds = Histogram("vfnet_request_duration_seconds", "Total request time", ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_seconds = Histogram("vfnet_queue_duration_seconds", "Time images wait for a batch", buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram(
-            "vfnet_inference_duration_seconds", "Backend call time per batch", buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.batch_size = Histogram(
-            "vfnet_batch_size", "Images per backend call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r
-        )
+        self.inference_seconds = Histogram("vfnet_inference_duration_seconds", "Backend call time per batch", buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("vfnet_batch_size", "Images per backend call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self.images = Counter("vfnet_images", "Images detected", registry=r)
         self.queue_depth = Gauge("vfnet_queue_depth", "Images waiting for a batch", registry=r)
         self.in_flight = Gauge("vfnet_in_flight_requests", "Requests being handled", registry=r)
         self.pixels_in_flight = Gauge("vfnet_pixels_in_flight", "Decoded pixels reserved in the pixel budget", registry=r)
         self.seconds_per_image = Gauge("vfnet_seconds_per_image", "Measured backend seconds per image (the wait estimate)", registry=r)
-        self.model_info = Gauge(
-            "vfnet_model_info", "The served model (value 1)", list(ModelSummary.model_fields), registry=r
-        )
+        self.model_info = Gauge("vfnet_model_info", "The served model (value 1)", list(ModelSummary.model_fields), registry=r)
 
     def set_model(self, summary: ModelSummary) -> None:
         self.model_info.labels(**summary.model_dump()).set(1)

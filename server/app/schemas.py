@@ -59,7 +59,11 @@ class ModelMetadata(ModelSummary):
     size_divisor: int
     max_detections: int = Field(..., description="most detections per image")
     score_floor: float = Field(..., description="the model never returns scores at or below this")
-    score: str = Field(..., description="what the scores are: iacs (VFNet's IoU-aware classification score) or cls_x_centerness (sigmoid(cls) x sigmoid(centerness), the ablation's FCOS/ATSS variant)", examples=["iacs"])
+    score: str = Field(
+        ...,
+        description="what the scores are: iacs (VFNet's IoU-aware classification score) or cls_x_centerness (sigmoid(cls) x sigmoid(centerness), the ablation's FCOS/ATSS variant)",
+        examples=["iacs"],
+    )
     default_score_threshold: float = Field(..., description="used when a request gives no score_threshold")
     default_iou_threshold: float
     max_batch_size: int

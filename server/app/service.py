@@ -159,7 +159,9 @@ class Service:
                 where = f"image {index + 1} of {len(encoded)}: " if len(encoded) > 1 else ""
                 raise RequestFailed(IMAGE_STATUS[exc.kind], where + str(exc)) from None
             except BudgetTimeout:
-                raise busy(f"server busy: no room to decode within {self.settings.max_queue_wait_ms:g} ms (pixel budget {self.pixel_budget.budget:,})") from None
+                raise busy(
+                    f"server busy: no room to decode within {self.settings.max_queue_wait_ms:g} ms (pixel budget {self.pixel_budget.budget:,})"
+                ) from None
 
         tasks = [asyncio.ensure_future(prepare(i, data)) for i, data in enumerate(encoded)]
         try:

@@ -19,7 +19,8 @@ class ServeSettings(BaseSettings):
     backend: Literal[BACKEND_CHOICES] = Field("auto", description="auto (from the file) | " + " | ".join(BACKEND_NAMES))
     device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
     precision: Literal[INFERENCE_PRECISIONS] = Field(
-        "auto", description="auto (the model's own) | fp32 | bf16: with an OpenVINO IR, its inference precision (auto: bf16 where the CPU has AVX512_BF16 or AMX)"
+        "auto",
+        description="auto (the model's own) | fp32 | bf16: with an OpenVINO IR, its inference precision (auto: bf16 where the CPU has AVX512_BF16 or AMX)",
     )
     engine_cache: Path | None = Field(
         None,
@@ -48,10 +49,14 @@ class ServeSettings(BaseSettings):
     default_score_threshold: float = Field(0.3, ge=0, le=1, description="score threshold when a request gives none")
 
     api_key: SecretStr | None = Field(None, description="when set, /detect and /v1/model need header X-API-Key")
-    cors_origins: list[str] = Field(default_factory=list, description='allowed origins; a flag takes them comma-separated, the variable as JSON, e.g. ["https://app.example.com"] or ["*"]')
+    cors_origins: list[str] = Field(
+        default_factory=list, description='allowed origins; a flag takes them comma-separated, the variable as JSON, e.g. ["https://app.example.com"] or ["*"]'
+    )
     intra_op_threads: int | None = Field(None, ge=1, description="backend compute threads (default: the backend's)")
     inter_op_threads: int | None = Field(None, ge=1, description="backend inter-op threads (default: the backend's)")
-    decode_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, description="threads decoding images (default: CPU count, at most 4)")
+    decode_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=1, description="threads decoding images (default: CPU count, at most 4)"
+    )
     graceful_shutdown_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish accepted requests")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug | info | warning | error")
     log_format: Literal["json", "text"] = Field("json", description="json | text: every log line (ours and uvicorn's) as a JSON object, or as text")

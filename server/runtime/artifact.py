@@ -128,7 +128,9 @@ class ModelCard:
         unknown = sorted(set(meta) - set(hints) - {"format"})
         if missing or unknown:
             said = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
-            raise ModelLoadError(f"{source}: its vfnet-serve metadata does not fit this version's model card: {'; '.join(said)} (written by another vfnet-serve version? export it again with this one)")
+            raise ModelLoadError(
+                f"{source}: its vfnet-serve metadata does not fit this version's model card: {'; '.join(said)} (written by another vfnet-serve version? export it again with this one)"
+            )
         values = {}
         for name, text in meta.items():
             if name == "format":

@@ -93,18 +93,18 @@ def load_detector(path: str | Path, backend: str = "auto", max_pixels: int | Non
 def open_model(
     path: str | Path,
     backend: str = "auto",
-    options: BackendOptions = BackendOptions(),
+    options: BackendOptions | None = None,
     *,
     engine_cache: Path | None = None,
     max_batch_size: int = 8,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Detector | PendingModel:
-    """What a server serves: `load_detector`'s Detector, except for an ONNX file on the tensorrt
+    """What a server serves: `load_detector`'s Detector (options: default BackendOptions()), except for an ONNX file on the tensorrt
     backend, whose engine (for batches up to `max_batch_size`) is taken from `engine_cache` (default
     ~/.cache/vfnet-serve/engines) or, when it is not there yet, built by the PendingModel returned.
     Fast and strict either way: a bad file, no TensorRT or no GPU raise ModelLoadError here."""
-    path = Path(path)
+    path, options = Path(path), options or BackendOptions()
     backend = _chosen_backend(path, backend)
     if not (backend == "tensorrt" and path.suffix == ".onnx"):
         return _load(path, backend, options, max_pixels)

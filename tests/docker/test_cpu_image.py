@@ -224,7 +224,11 @@ def test_sigterm_during_requests_loses_none_and_exits_0_in_time(image, scene_jpe
         code, took = running.stop(int(ServeSettings().graceful_shutdown_s) + 10)
         for thread in threads:
             thread.join(timeout=60)
-        lost = [f"request {i}: {a[1]!r} {getattr(a[1], 'text', '')}" for i, a in enumerate(answers) if not isinstance(a[1], httpx.Response) or a[1].status_code != 200]
+        lost = [
+            f"request {i}: {a[1]!r} {getattr(a[1], 'text', '')}"
+            for i, a in enumerate(answers)
+            if not isinstance(a[1], httpx.Response) or a[1].status_code != 200
+        ]
         assert lost == []
         assert any(finished > sigterm_at for finished, _ in answers), "no request was still in flight at SIGTERM"
         for jpeg, (_, response) in zip(jpegs, answers):

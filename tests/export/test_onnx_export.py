@@ -131,7 +131,12 @@ def test_fp16_graph(tiny_model, tmp_path, photo_like_images):
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "DeformConv")}
     types = {i.name: i.data_type for i in model.graph.initializer}
     assert conv_weights and all(types[w] == onnx.TensorProto.FLOAT16 for w in conv_weights if w in types)
-    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.INT64]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.INT64,
+    ]
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
     half, full = load_detector(path).detect(photo_like_images[:1])[0], load_detector_cached(tiny_model, tmp_path).detect(photo_like_images[:1])[0]
     assert half.labels[:5].tolist() == full.labels[:5].tolist()

@@ -14,9 +14,9 @@ import pytest
 
 from vfnet.export import export_onnx
 from vfnet.model import build_vfnet
+from vfnet.server.evaluate import evaluate
 from vfnet.server.runtime import ModelLoadError, load_detector
 from vfnet.server.runtime.load import DEMO_CHECKPOINT, DEMO_ONNX
-from vfnet.server.evaluate import evaluate
 from vfnet.train.synth import generate
 
 from .test_onnx_export import assert_same_detections

@@ -12,8 +12,8 @@ import pytest
 
 from vfnet.export.cli import build_parser
 from vfnet.export.trt_export import chosen_profile
-from vfnet.server.runtime.backends.tensorrt.build import onnx_card as read_card
 from vfnet.server.runtime import ModelLoadError
+from vfnet.server.runtime.backends.tensorrt.build import onnx_card as read_card
 from vfnet.server.runtime.load import DEMO_ONNX
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 
-def _official_shapes(
-    depth: int = 50, groups: int = 1, width_per_group: int = 64, dcn: bool = False, num_classes: int = 80
-) -> dict[str, tuple[int, ...]]:
+def _official_shapes(depth: int = 50, groups: int = 1, width_per_group: int = 64, dcn: bool = False, num_classes: int = 80) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
 
     def bn(prefix: str, c: int) -> None:

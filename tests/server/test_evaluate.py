@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from vfnet.server.runtime import DetectionResult
 from vfnet.server.coco import CocoDetection
 from vfnet.server.evaluate import METRICS, _oracle_scores, coco_metrics
+from vfnet.server.runtime import DetectionResult
 from vfnet.train.synth import generate
 
 

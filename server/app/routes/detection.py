@@ -13,7 +13,7 @@ from ..annotate import draw_detections
 from ..budget import BudgetTimeout
 from ..errors import busy
 from ..schemas import DetectResponse, ModelSummary
-from ..service import DetectOptions, Detections, Service
+from ..service import Detections, DetectOptions, Service
 from ..uploads import read_images
 from .dependencies import ERRORS, ReadyService, require_api_key, until_disconnected
 
@@ -43,9 +43,22 @@ class DetectQuery:
     def __init__(
         self,
         request: Request,
-        score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="keep detections scoring above this (default: the server's `default_score_threshold`; below the model's `score_floor` it acts as the floor; both in /v1/model)")] = None,
-        iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False, description="class-aware NMS IoU threshold (default: the model's `default_iou_threshold` in /v1/model)")] = None,
-        max_detections: Annotated[int | None, Query(ge=0, description="at most this many per image, up to the model's own limit (`max_detections` in /v1/model)")] = None,
+        score_threshold: Annotated[
+            float | None,
+            Query(
+                ge=0.0,
+                le=1.0,
+                allow_inf_nan=False,
+                description="keep detections scoring above this (default: the server's `default_score_threshold`; below the model's `score_floor` it acts as the floor; both in /v1/model)",
+            ),
+        ] = None,
+        iou_threshold: Annotated[
+            float | None,
+            Query(ge=0.0, le=1.0, allow_inf_nan=False, description="class-aware NMS IoU threshold (default: the model's `default_iou_threshold` in /v1/model)"),
+        ] = None,
+        max_detections: Annotated[
+            int | None, Query(ge=0, description="at most this many per image, up to the model's own limit (`max_detections` in /v1/model)")
+        ] = None,
         classes: Annotated[str | None, Query(description="comma-separated class names to keep, e.g. 'circle,star'", examples=["circle,star"])] = None,
     ):
         names = [name for name, _ in request.query_params.multi_items()]

@@ -89,7 +89,13 @@ INFER_DOC = {
                                 },
                             },
                         },
-                        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string", "enum": list(tensors.OUTPUTS)}, "parameters": {"type": "object"}}}},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"name": {"type": "string", "enum": list(tensors.OUTPUTS)}, "parameters": {"type": "object"}},
+                            },
+                        },
                         "parameters": {
                             "type": "object",
                             "properties": {

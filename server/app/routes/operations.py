@@ -12,7 +12,9 @@ from .dependencies import ERRORS, ReadyService, liveness_problem, ready_service,
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}})
+@router.get(
+    "/healthz", summary="Liveness: 200 while the process can serve; 503 when its batch worker has stopped or is stuck", responses={503: {"model": ErrorBody}}
+)
 async def healthz(request: Request) -> JSONResponse:
     problem = liveness_problem(request)
     if problem is not None:
@@ -20,7 +22,11 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive"})
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up for every batch size, and while the batch worker serves", responses={503: {"model": ErrorBody}})
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the model is loaded and warmed up for every batch size, and while the batch worker serves",
+    responses={503: {"model": ErrorBody}},
+)
 async def readyz(request: Request) -> JSONResponse:
     pending = request.app.state.pending
     if pending is not None:  # still being made (a TensorRT engine build), or failed to be
@@ -40,6 +46,12 @@ async def metrics(request: Request) -> Response:
     return Response(app_metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/model", response_model=ModelMetadata, dependencies=[Depends(require_api_key)], responses={401: ERRORS[401], 503: ERRORS[503]}, summary="The served model")
+@router.get(
+    "/v1/model",
+    response_model=ModelMetadata,
+    dependencies=[Depends(require_api_key)],
+    responses={401: ERRORS[401], 503: ERRORS[503]},
+    summary="The served model",
+)
 async def model_metadata(request: Request, service: ReadyService) -> ModelMetadata:
     return ModelMetadata.of(service.detector, request.app.state.settings)

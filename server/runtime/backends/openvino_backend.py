@@ -83,7 +83,9 @@ class OpenVINOBackend:
         self.precision = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         if precision == "bf16" and self.precision != "bf16":
             flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
-            raise ModelLoadError(f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto")
+            raise ModelLoadError(
+                f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto"
+            )
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one call at a time
         self.device = "cpu"

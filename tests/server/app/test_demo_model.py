@@ -26,10 +26,7 @@ def scenes(count: int, seed: int = 2024):
     least 64 px that do not overlap. On 100 such scenes the demo model finds 99% of the objects this
     way (3 of 100 scenes have a miss; 98% with 40 px objects), so these 8 fixed scenes are a
     regression check of the served path, not a recall measurement: that is `vfnet eval`'s job."""
-    return [
-        render_image(np.random.default_rng([seed, i]), 384, 512, min_side=64, max_objects=4, min_visible=1.0)
-        for i in range(count)
-    ]
+    return [render_image(np.random.default_rng([seed, i]), 384, 512, min_side=64, max_objects=4, min_visible=1.0) for i in range(count)]
 
 
 def missed(detections, objects) -> list[str]:
@@ -78,7 +75,11 @@ def cpu_install(tmp_path_factory) -> Path:
     root = Path(__file__).resolve().parents[3]
     work = tmp_path_factory.mktemp("cpu_install")
     source = work / "src"
-    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(lambda name: (root / name).is_file(), tracked):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, source / name)

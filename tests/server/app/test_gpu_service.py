@@ -36,7 +36,22 @@ def test_the_engine_is_built_while_listening_then_served_under_load(tmp_path):
         assert "building_engine" in states and "ready" in states, (states, server.log())
         assert httpx.get(f"{server.url}/v1/model").json()["backend"] == "tensorrt"
         load = subprocess.run(
-            [sys.executable, "-m", "vfnet.server.cli", "loadtest", "--url", server.url, "--concurrency", "4", "--duration", "20", "--p99-ms", "500", "--max-error-rate", "0"],
+            [
+                sys.executable,
+                "-m",
+                "vfnet.server.cli",
+                "loadtest",
+                "--url",
+                server.url,
+                "--concurrency",
+                "4",
+                "--duration",
+                "20",
+                "--p99-ms",
+                "500",
+                "--max-error-rate",
+                "0",
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -9,9 +9,8 @@ import time
 import warnings
 
 from vfnet.server.app.main import create_app
-from vfnet.server.runtime import PendingModel
 from vfnet.server.app.settings import ServeSettings
-from vfnet.server.runtime import Detector
+from vfnet.server.runtime import Detector, PendingModel
 
 from .conftest import ControlledBackend, png, wait_for_readiness
 

@@ -39,10 +39,7 @@ def read_reply(sock: socket.socket) -> bytes:
 
 
 def multipart_head(boundary: str, length: int) -> bytes:
-    return (
-        f"POST /detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {length}\r\n\r\n"
-    ).encode()
+    return (f"POST /detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n\r\n").encode()
 
 
 def test_three_ordinary_requests_do_not_freeze_the_service(tiny_onnx, photo_like_images):

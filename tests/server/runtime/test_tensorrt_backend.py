@@ -73,7 +73,11 @@ def test_the_demo_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, 
     if precision == "fp16":
         onnx_path = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
     engine = tmp_path / f"demo_{precision}.engine"
-    built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine), "--max-batch", "4"], capture_output=True, text=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine), "--max-batch", "4"],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     assert gpu.loaded.backend == "tensorrt" and gpu.card.precision == precision
@@ -92,8 +96,8 @@ def held_out_images(count: int, seed: int = 8800):
 
 
 def assert_close_detections(got, want, iou_at_least=0.99, score_within=1e-3):
-    from torchvision.ops import box_iou
     import torch
+    from torchvision.ops import box_iou
 
     assert len(got) == len(want) and got.labels.tolist() == want.labels.tolist()
     if len(got):
@@ -125,7 +129,11 @@ def test_the_plugin_engine_detects_what_onnxruntime_on_the_cpu_detects(precision
 
     plugin_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_plugin.onnx", plugin=True, fp16=precision == "fp16").path
     engine = tmp_path / "demo_plugin.engine"
-    built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(plugin_onnx), "--out", str(engine), "--max-batch", "4"], capture_output=True, text=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(plugin_onnx), "--out", str(engine), "--max-batch", "4"],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     images = held_out_images(8, seed=8801)
@@ -144,8 +152,8 @@ def test_the_demo_ap_through_each_engine_is_onnxruntimes(tmp_path):
     """fp32 within 0.001 AP of ONNX Runtime on the CPU; fp16 at most 0.003 (0.3 points) below."""
     from vfnet.export import export_onnx
     from vfnet.model import load_checkpoint
-    from vfnet.server.runtime.load import DEMO_CHECKPOINT
     from vfnet.server.evaluate import evaluate
+    from vfnet.server.runtime.load import DEMO_CHECKPOINT
     from vfnet.train.synth import generate
 
     data = generate(tmp_path / "val", images=100, seed=2, size=512).parent
@@ -153,7 +161,9 @@ def test_the_demo_ap_through_each_engine_is_onnxruntimes(tmp_path):
     fp16_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
     for onnx_path, allowed in ((DEMO_ONNX, 0.001), (fp16_onnx, 0.003)):
         engine = tmp_path / f"{onnx_path.stem}.engine"
-        built = subprocess.run([sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine)], capture_output=True, text=True)
+        built = subprocess.run(
+            [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine)], capture_output=True, text=True
+        )
         assert built.returncode == 0, built.stderr
         ap = evaluate(load_detector(engine, max_pixels=None), data)["AP"]
         print(f"{engine.name}: AP {ap:.4f} vs ONNX Runtime CPU {reference:.4f}")

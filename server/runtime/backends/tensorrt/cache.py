@@ -110,9 +110,7 @@ class Manifest:
     def from_dict(cls, data: dict, source: str) -> Manifest:
         try:
             profile = data["profile"]
-            return cls(
-                **{**data, "profile": Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in profile.items()})}
-            )
+            return cls(**{**data, "profile": Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in profile.items()})})
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{source}: a damaged engine manifest ({type(exc).__name__}: {exc})") from None
 

@@ -190,7 +190,7 @@ def run_openvino(args: argparse.Namespace) -> int:
 def run_trt(args: argparse.Namespace) -> int:
     """`trt`: no torch; TensorRT's absence, a missing GPU or a bad file is one line and exit 1."""
     from vfnet.server.runtime.artifact import ModelLoadError, read_engine_sidecar
-    from vfnet.server.runtime.backends.tensorrt.build import onnx_card
+    from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings, onnx_card
 
     from .trt_export import chosen_profile, export_trt
 
@@ -201,9 +201,7 @@ def run_trt(args: argparse.Namespace) -> int:
             args.out,
             profile=profile,
             plugin_lib=args.plugin_lib,
-            timing_cache=args.timing_cache,
-            workspace_bytes=int(args.workspace * (1 << 30)),
-            optimization_level=args.builder_optimization_level,
+            settings=BuilderSettings(int(args.workspace * (1 << 30)), args.builder_optimization_level, args.timing_cache),
             progress=progress,
         )
     except (ModelLoadError, ValueError) as exc:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 from vfnet.server.runtime.artifact import ModelCard
-from vfnet.server.runtime.backends.tensorrt.build import build_engine, onnx_card, plugin_library, running_manifest
+from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings, build_engine, onnx_card, plugin_library, running_manifest
 from vfnet.server.runtime.backends.tensorrt.cache import Profile, default_profile, write_engine
 
 
@@ -28,25 +27,16 @@ def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
 
 
 def export_trt(
-    onnx: Path,
-    out: Path,
-    *,
-    profile: Profile | None = None,
-    plugin_lib: Path | None = None,
-    timing_cache: Path | None = None,
-    workspace_bytes: int = 4 << 30,
-    optimization_level: int = 3,
-    progress: Callable[[str], None] = lambda message: None,
+    onnx: Path, out: Path, *, profile: Profile | None = None, plugin_lib: Path | None = None, settings: BuilderSettings | None = None, progress=None
 ) -> Path:
     """Build the engine of `onnx` for `profile` (default: batches 1..8, canvases up to the model's
-    input size) into `out`, its sidecar beside it; returns `out`. A plugin graph needs `plugin_lib`
-    or our built library. Raises ModelLoadError (no TensorRT, no GPU, a bad file, a failed build)."""
+    input size) with the builder `settings` (default BuilderSettings()) into `out`, its sidecar beside
+    it; returns `out`. A plugin graph needs `plugin_lib` or our built library. `progress(message)`,
+    when given, receives step messages.
+    Raises ModelLoadError (no TensorRT, no GPU, a bad file, a failed build)."""
     card = onnx_card(onnx)
     profile = profile or default_profile(card)
     plugins = plugin_library(card, plugin_lib)
-    manifest = running_manifest(onnx, card, profile, plugins, optimization_level, workspace_bytes)
-
-    def build(path: Path) -> None:
-        build_engine(onnx, path, profile, plugins, timing_cache, workspace_bytes, optimization_level, progress)
-
-    return write_engine(out, card, manifest, build)
+    settings = settings or BuilderSettings()
+    manifest = running_manifest(onnx, card, profile, plugins, settings)
+    return write_engine(out, card, manifest, lambda path: build_engine(onnx, path, profile, plugins, settings, progress or (lambda message: None)))

@@ -117,7 +117,7 @@ class Sample:
 
 
 def transport_error_kind(error: BaseException | None) -> str:
-    """ "timeout", or the exception's name (ConnectionRefusedError, ...), for a request without an HTTP answer."""
+    """Why a request got no HTTP answer: "timeout", or the exception's name (ConnectionRefusedError, ...)."""
     import gevent
 
     error = getattr(error, "original", None) or error  # geventhttpclient wraps a timeout in RetriesExceeded
@@ -332,12 +332,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     parser.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait after the window for its last answers (default 60)")
-    parser.add_argument(
-        "--protocol",
-        choices=("detect", "v2"),
-        default="detect",
-        help="detect: raw image bodies to /detect (default); v2: Open Inference Protocol requests (binary tensors)",
-    )
+    protocols = "detect: raw image bodies to /detect (default); v2: Open Inference Protocol requests (binary tensors)"
+    parser.add_argument("--protocol", choices=("detect", "v2"), default="detect", help=protocols)
     parser.add_argument("--endpoint", help="path and query (default /detect, or /v2/models/<model>/infer), e.g. '/detect?score_threshold=0.5'")
     parser.add_argument("--api-key", help="sent as X-API-Key")
     parser.add_argument("--p50-ms", type=float)

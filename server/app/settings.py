@@ -48,7 +48,7 @@ class ServeSettings(BaseSettings):
     max_connections: int = Field(256, ge=1, description="open connections; a request arriving beyond them gets 503")
     default_score_threshold: float = Field(0.3, ge=0, le=1, description="score threshold when a request gives none")
 
-    api_key: SecretStr | None = Field(None, description="when set, /detect and /v1/model need header X-API-Key")
+    api_key: SecretStr | None = Field(None, description="when set, /detect, /v1/model and the /v2/models routes need header X-API-Key")
     cors_origins: list[str] = Field(
         default_factory=list, description='allowed origins; a flag takes them comma-separated, the variable as JSON, e.g. ["https://app.example.com"] or ["*"]'
     )

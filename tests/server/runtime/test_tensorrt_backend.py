@@ -18,6 +18,14 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 without_tensorrt = pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 
 
+def engine_of(onnx_path, engine, *flags: str):
+    """`vfnet export trt --onnx ONNX_PATH --out ENGINE [flags]`, which must succeed; returns ENGINE."""
+    command = [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine), *flags]
+    built = subprocess.run(command, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    return engine
+
+
 @without_tensorrt
 def test_an_engine_without_tensorrt_is_a_clear_load_error(tmp_path):
     engine = tmp_path / "demo.engine"
@@ -72,13 +80,7 @@ def test_the_demo_engine_detects_what_onnxruntime_on_the_cpu_detects(precision, 
     onnx_path = DEMO_ONNX
     if precision == "fp16":
         onnx_path = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
-    engine = tmp_path / f"demo_{precision}.engine"
-    built = subprocess.run(
-        [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine), "--max-batch", "4"],
-        capture_output=True,
-        text=True,
-    )
-    assert built.returncode == 0, built.stderr
+    engine = engine_of(onnx_path, tmp_path / f"demo_{precision}.engine", "--max-batch", "4")
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     assert gpu.loaded.backend == "tensorrt" and gpu.card.precision == precision
     worst = 0.0
@@ -128,13 +130,7 @@ def test_the_plugin_engine_detects_what_onnxruntime_on_the_cpu_detects(precision
     from vfnet.server.runtime.load import DEMO_CHECKPOINT
 
     plugin_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_plugin.onnx", plugin=True, fp16=precision == "fp16").path
-    engine = tmp_path / "demo_plugin.engine"
-    built = subprocess.run(
-        [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(plugin_onnx), "--out", str(engine), "--max-batch", "4"],
-        capture_output=True,
-        text=True,
-    )
-    assert built.returncode == 0, built.stderr
+    engine = engine_of(plugin_onnx, tmp_path / "demo_plugin.engine", "--max-batch", "4")
     gpu, cpu = load_detector(engine), load_detector(DEMO_ONNX, device="cpu")
     images = held_out_images(8, seed=8801)
     for got, want in zip(gpu.detect(images), cpu.detect(images)):
@@ -160,11 +156,7 @@ def test_the_demo_ap_through_each_engine_is_onnxruntimes(tmp_path):
     reference = evaluate(load_detector(DEMO_ONNX, device="cpu", max_pixels=None), data)["AP"]
     fp16_onnx = export_onnx(load_checkpoint(DEMO_CHECKPOINT), tmp_path / "demo_fp16.onnx", fp16=True).path
     for onnx_path, allowed in ((DEMO_ONNX, 0.001), (fp16_onnx, 0.003)):
-        engine = tmp_path / f"{onnx_path.stem}.engine"
-        built = subprocess.run(
-            [sys.executable, "-m", "vfnet.server.cli", "export", "trt", "--onnx", str(onnx_path), "--out", str(engine)], capture_output=True, text=True
-        )
-        assert built.returncode == 0, built.stderr
+        engine = engine_of(onnx_path, tmp_path / f"{onnx_path.stem}.engine")
         ap = evaluate(load_detector(engine, max_pixels=None), data)["AP"]
         print(f"{engine.name}: AP {ap:.4f} vs ONNX Runtime CPU {reference:.4f}")
         assert reference - ap <= allowed

@@ -15,9 +15,11 @@ GPU, the functions raise ModelLoadError with one clear line.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...artifact import INPUTS, ModelCard, ModelLoadError, read_onnx_card, write_atomically
@@ -101,9 +103,18 @@ def gpu() -> tuple[str, str]:
     return name, f"sm_{properties.major}{properties.minor}"
 
 
-def running_manifest(
-    onnx_path: Path, card: ModelCard, profile: Profile, plugin_library: Path | None, optimization_level: int, workspace_bytes: int
-) -> Manifest:
+@dataclass(frozen=True)
+class BuilderSettings:
+    """How TensorRT builds an engine, beside its profile and plugins: the workspace limit and the
+    optimisation level (both change the engine: they are in its manifest), and a timing cache file
+    to read and update (which only speeds the build up)."""
+
+    workspace_bytes: int = 4 << 30
+    optimization_level: int = 3
+    timing_cache: Path | None = None
+
+
+def running_manifest(onnx_path: Path, card: ModelCard, profile: Profile, plugin_library: Path | None, settings: BuilderSettings) -> Manifest:
     """The manifest an engine built here and now from these inputs would have."""
     tensorrt = import_tensorrt()
     gpu_name, capability = gpu()
@@ -115,23 +126,15 @@ def running_manifest(
         plugin_sha256=sha256_file(plugin_library) if plugin_library else "",
         precision=card.precision,
         profile=profile,
-        builder_optimization_level=optimization_level,
-        workspace_bytes=workspace_bytes,
+        builder_optimization_level=settings.optimization_level,
+        workspace_bytes=settings.workspace_bytes,
     )
 
 
-def build_engine(
-    onnx_path: Path,
-    out: Path,
-    profile: Profile,
-    plugin_library: Path | None = None,
-    timing_cache: Path | None = None,
-    workspace_bytes: int = 4 << 30,
-    optimization_level: int = 3,
-    progress: Callable[[str], None] = lambda message: None,
-) -> None:
-    """Parse `onnx_path` into a strongly typed network, build it for `profile` and write the
-    serialised engine to `out`. Raises ModelLoadError naming what failed (parser errors included)."""
+def build_engine(onnx_path: Path, out: Path, profile: Profile, plugin_library: Path | None, settings: BuilderSettings, progress: Callable[[str], None]) -> None:
+    """Parse `onnx_path` into a strongly typed network, build it for `profile` with `settings` and
+    write the serialised engine to `out`. Raises ModelLoadError naming what failed (parser errors
+    included). `progress` receives step messages."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     register_tensorrt_plugins()
@@ -145,15 +148,15 @@ def build_engine(
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelLoadError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    config.builder_optimization_level = optimization_level
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
+    config.builder_optimization_level = settings.optimization_level
     shapes = profile.shapes()
     optimisation = builder.create_optimization_profile()
     images, image_sizes, _ = INPUTS
     optimisation.set_shape(images, shapes["min"], shapes["opt"], shapes["max"])
     optimisation.set_shape(image_sizes, (profile.min_batch, 2), (profile.opt_batch, 2), (profile.max_batch, 2))
     config.add_optimization_profile(optimisation)
-    _use_timing_cache(config, timing_cache, progress)
+    _use_timing_cache(config, settings.timing_cache, progress)
     config.progress_monitor = _progress_monitor(trt, progress)
     progress(f"building the engine for {shapes['min']} .. {shapes['max']} (this takes minutes) ...")
     started = time.perf_counter()
@@ -162,8 +165,8 @@ def build_engine(
         raise ModelLoadError(f"{onnx_path}: TensorRT could not build an engine (its log above says why)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(serialized))
-    if timing_cache is not None:
-        write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
+    if settings.timing_cache is not None:
+        write_atomically(settings.timing_cache, bytes(config.get_timing_cache().serialize()))
     progress(f"built in {time.perf_counter() - started:.0f} s")
 
 
@@ -201,10 +204,6 @@ def _progress_monitor(trt, progress: Callable[[str], None]):
     return Monitor()
 
 
-SERVE_OPTIMIZATION_LEVEL = 3
-SERVE_WORKSPACE_BYTES = 4 << 30
-
-
 def prepare_engine(
     onnx_path: Path, cache_dir: Path, max_batch_size: int, progress: Callable[[str], None] = lambda message: None
 ) -> tuple[ModelCard, Path, Callable[[], None] | None]:
@@ -215,27 +214,21 @@ def prepare_engine(
     card = onnx_card(onnx_path)
     profile = default_profile(card, max_batch_size)
     plugins = plugin_library(card)
-    manifest = running_manifest(onnx_path, card, profile, plugins, SERVE_OPTIMIZATION_LEVEL, SERVE_WORKSPACE_BYTES)
+    settings = BuilderSettings()  # the defaults, and a timing cache beside the engines
+    manifest = running_manifest(onnx_path, card, profile, plugins, settings)
     cache = EngineCache(cache_dir)
     engine = cache.path_for(onnx_path.stem, manifest)
     if cache.valid(engine, manifest):
         return card, engine, None
+
+    timing_cache = timing_cache_path(cache_dir, manifest.tensorrt_version, manifest.compute_capability)
 
     def build() -> None:
         cache.get_or_build(
             onnx_path.stem,
             card,
             manifest,
-            lambda temporary: build_engine(
-                onnx_path,
-                temporary,
-                profile,
-                plugins,
-                timing_cache_path(cache_dir, manifest.tensorrt_version, manifest.compute_capability),
-                SERVE_WORKSPACE_BYTES,
-                SERVE_OPTIMIZATION_LEVEL,
-                progress,
-            ),
+            lambda temporary: build_engine(onnx_path, temporary, profile, plugins, dataclasses.replace(settings, timing_cache=timing_cache), progress),
         )
 
     return card, engine, build

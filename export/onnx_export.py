@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vfnet.model import VFNet, VFNetConfig
+from vfnet.model.checkpoint import project_version
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_onnx_card
 
 from .fp16_storage import store_weights_as_float16
@@ -101,7 +102,8 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out))
     proto = onnx.load(str(out))
-    write_onnx_card(proto, model_card(model, "fp16" if fp16 else "fp32", graph="raw" if raw else "detections", plugins=(PLUGIN_OP,) * plugin))
+    card = model_card(model, "fp16" if fp16 else "fp32", project_version(), graph="raw" if raw else "detections", plugins=(PLUGIN_OP,) * plugin)
+    write_onnx_card(proto, card)
     if fp16_storage:
         counts = store_weights_as_float16(proto, reference)
         progress(f"  weights stored as float16: {counts['exact']} exactly, {counts['rebuilt']} rebuilt from the checkpoint, {counts['kept']} kept float32")

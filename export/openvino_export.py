@@ -33,6 +33,7 @@ from torch import nn
 from torch.export import Dim
 
 from vfnet.model import VFNet
+from vfnet.model.checkpoint import project_version
 from vfnet.model.postprocess import candidates, multiclass_nms
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_openvino_card
 
@@ -127,7 +128,7 @@ def export_openvino(
         port.get_tensor().set_names({name})
     for port, name in zip(full.outputs, OUTPUTS):
         port.get_tensor().set_names({name})
-    write_openvino_card(full, model_card(model, "fp32"))
+    write_openvino_card(full, model_card(model, "fp32", project_version()))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

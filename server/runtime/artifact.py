@@ -53,7 +53,6 @@ import os
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -166,17 +165,9 @@ def check_tensor_names(source: str, inputs: Iterable[str], outputs: Iterable[str
         raise ModelLoadError(f"{source}: inputs {inputs} and outputs {outputs}, expected {list(INPUTS)} and {list(OUTPUTS)}")
 
 
-def project_version() -> str:
-    """The installed vfnet-serve's version, written into every card."""
-    try:
-        return metadata.version("vfnet-serve")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def model_card(model, precision: str, version: str | None = None, graph: str = "detections", plugins: tuple[str, ...] = ()) -> ModelCard:
+def model_card(model, precision: str, version: str, graph: str = "detections", plugins: tuple[str, ...] = ()) -> ModelCard:
     """The card of a vfnet.model VFNet (read by attribute: its config, preset and class names).
-    version: the vfnet-serve that wrote the artifact (default: this one)."""
+    version: the vfnet-serve that wrote the artifact (an export: vfnet.model's project_version())."""
     config = model.config
     return ModelCard(
         preset=model.preset,
@@ -189,7 +180,7 @@ def model_card(model, precision: str, version: str | None = None, graph: str = "
         iou_threshold=config.iou_threshold,
         pixel_mean=tuple(config.pixel_mean),
         pixel_std=tuple(config.pixel_std),
-        version=project_version() if version is None else version,
+        version=version,
         graph=graph,
         plugins=tuple(plugins),
         score="cls_x_centerness" if config.centerness else "iacs",

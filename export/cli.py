@@ -122,16 +122,9 @@ def failed(message: str, code: int = 1) -> int:
     return code
 
 
-def load_model(args: argparse.Namespace):
-    """The checkpoint of --weights, or CheckpointError."""
-    from vfnet.model import load_checkpoint
-
-    return load_checkpoint(args.weights)
-
-
 def run_onnx(args: argparse.Namespace) -> int:
     """`onnx`: the standard, --fp16, --raw or --plugin graph, or with --int8 its quantized version."""
-    from vfnet.model import CheckpointError
+    from vfnet.model import CheckpointError, load_checkpoint
 
     if args.max_detections is not None and args.max_detections < 1:
         return failed("--max-detections must be at least 1", 2)
@@ -140,7 +133,7 @@ def run_onnx(args: argparse.Namespace) -> int:
     if args.int8 and (args.calibration is None or args.calibration_images < 1):
         return failed("--int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", 2)
     try:
-        model = load_model(args)
+        model = load_checkpoint(args.weights)
         if args.int8:
             from .int8 import calibration_images, export_int8
 
@@ -170,7 +163,7 @@ def run_openvino(args: argparse.Namespace) -> int:
     """`openvino`: needs OpenVINO beside torch (pip install 'vfnet-serve[export,openvino]')."""
     import importlib.util
 
-    from vfnet.model import CheckpointError
+    from vfnet.model import CheckpointError, load_checkpoint
 
     if importlib.util.find_spec("openvino") is None:
         return failed("vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'")
@@ -181,7 +174,7 @@ def run_openvino(args: argparse.Namespace) -> int:
     from .openvino_export import export_openvino
 
     try:
-        print(export_openvino(load_model(args), args.out, max_detections=args.max_detections, progress=progress))
+        print(export_openvino(load_checkpoint(args.weights), args.out, max_detections=args.max_detections, progress=progress))
     except CheckpointError as exc:
         return failed(str(exc))
     return 0

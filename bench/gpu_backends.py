@@ -13,6 +13,7 @@ Writes the "## GPU backends" section of docs/benchmarks.md, naming the GPU.
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
@@ -112,7 +113,8 @@ def rows_for(name: str, model, canvas: tuple[int, int], iterations: int, folder:
         images = np.random.default_rng(0).integers(0, 255, (batch, 3, height, width), dtype=np.uint8)
         sizes = np.tile(np.array([[height, width]], np.int64), (batch, 1))
         for precision in ("fp32", "fp16"):
-            eager = (model.half() if precision == "fp16" else model.float()).cuda().eval()
+            # a copy per precision: model.half() in place would leave later float32 rows with float16-rounded weights
+            eager = copy.deepcopy(model).to("cuda", torch.float16 if precision == "fp16" else torch.float32).eval()
             timg, tsize, tiou = torch.from_numpy(images).cuda(), torch.from_numpy(sizes).cuda(), torch.tensor([0.6], device="cuda")
 
             def eager_call():
@@ -132,7 +134,6 @@ def rows_for(name: str, model, canvas: tuple[int, int], iterations: int, folder:
                 ms = timings_ms(call, iterations)
                 p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
                 rows.append(f"| {name} | {batch} | {precision} | {label} | {p50:.2f} | {p99:.2f} | {batch * 1000 / ms.mean():.1f} | {share:.0%} |")
-    model.float().cpu()
     return rows
 
 

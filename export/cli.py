@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{which}-canvas", type=canvas, metavar="HxW", help=f"{meaning} padded canvas, height x width (default: from the model's input size)"
         )
     trt.add_argument("--timing-cache", type=Path, help="read and update this TensorRT timing cache (speeds up later builds)")
+    trt.add_argument(
+        "--tf32", action="store_true", help="let float32 layers multiply in TF32 (TensorRT's own default; without it an fp32 engine computes in fp32)"
+    )
     trt.add_argument("--workspace", type=float, default=4.0, metavar="GiB", help="builder workspace limit in GiB (default 4)")
     trt.add_argument(
         "--builder-optimization-level", type=int, default=3, choices=range(6), metavar="0-5", help="TensorRT's builder optimisation level (default 3)"
@@ -194,7 +197,7 @@ def run_trt(args: argparse.Namespace) -> int:
             args.out,
             profile=profile,
             plugin_lib=args.plugin_lib,
-            settings=BuilderSettings(int(args.workspace * (1 << 30)), args.builder_optimization_level, args.timing_cache),
+            settings=BuilderSettings(int(args.workspace * (1 << 30)), args.builder_optimization_level, args.timing_cache, args.tf32),
             progress=progress,
         )
     except (ModelLoadError, ValueError) as exc:
@@ -202,6 +205,6 @@ def run_trt(args: argparse.Namespace) -> int:
     card, built = read_engine_sidecar(engine)
     shapes = profile.shapes()
     print(f"{engine}: {engine.stat().st_size / 1e6:.1f} MB built in {built['build_seconds']:.0f} s, TensorRT {built['tensorrt_version']} on "
-          f"{built['gpu_name']} ({built['compute_capability']}), {card.precision}, images {shapes['min']} .. {shapes['max']}; "
+          f"{built['gpu_name']} ({built['compute_capability']}), {'tf32' if built['tf32'] and card.precision == 'fp32' else card.precision}, images {shapes['min']} .. {shapes['max']}; "
           f"manifest {engine.name}.json")  # fmt: skip
     return 0

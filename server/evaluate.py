@@ -111,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="checkpoint, ONNX file or OpenVINO IR (default: the bundled demo model, ONNX unless --backend torch)")
     parser.add_argument("--data", required=True, help="folder with annotations.json and images")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
-    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto", help="with an OpenVINO IR: fp32 or bf16 (auto: bf16 where the CPU has it)")
+    parser.add_argument(
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        default="auto",
+        help="with an OpenVINO IR: fp32 or bf16 (auto: bf16 where the CPU has it); tf32: a float32 model on CUDA may use TF32",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--results", type=Path, help="also write the detections in COCO results format")
     parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")

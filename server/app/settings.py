@@ -20,7 +20,8 @@ class ServeSettings(BaseSettings):
     device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
     precision: Literal[INFERENCE_PRECISIONS] = Field(
         "auto",
-        description="auto (the model's own) | fp32 | bf16: with an OpenVINO IR, its inference precision (auto: bf16 where the CPU has AVX512_BF16 or AMX)",
+        description="auto (the model's own; float32 stays float32 on GPUs) | fp32 | bf16: with an OpenVINO IR, its inference precision "
+        "(auto: bf16 where the CPU has AVX512_BF16 or AMX) | tf32: a float32 model on CUDA may multiply in TF32",
     )
     engine_cache: Path | None = Field(
         None,

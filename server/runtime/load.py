@@ -110,7 +110,9 @@ def open_model(
         return _load(path, backend, options, max_pixels)
     from .backends.tensorrt.build import DEFAULT_ENGINE_CACHE, prepare_engine
 
-    card, engine, build = prepare_engine(path, engine_cache or DEFAULT_ENGINE_CACHE, max_batch_size, progress)
+    tf32 = options.precision == "tf32"
+    card, engine, build = prepare_engine(path, engine_cache or DEFAULT_ENGINE_CACHE, max_batch_size, tf32, progress)
+    options.artifact_precision(backend, card, "cuda")  # a precision the engine cannot have: refused before a build
     if build is None:
         return _load(engine, backend, options, max_pixels)
 

@@ -97,3 +97,18 @@ def test_eval_of_the_demo_through_the_plugin_graph_gives_the_standard_graphs_ap(
     standard = evaluate(load_detector(DEMO_ONNX, max_pixels=None), data)
     assert with_plugin["AP"] > 0.5
     assert all(abs(with_plugin[k] - standard[k]) <= 1e-3 for k in standard if standard[k] is not None), (with_plugin, standard)
+
+
+def test_when_the_tensorrt_provider_refuses_the_plugin_graph_its_nodes_run_on_the_cpu(tiny_plugin_onnx, photo_like_images, monkeypatch, caplog):
+    """No TensorRT provider here, so the session that names it cannot place StarDeformConv anywhere and
+    fails, exactly as it does when a real provider refuses the node: the fallback must serve anyway."""
+    from vfnet.server.runtime.backends import onnxruntime_plugins
+
+    monkeypatch.setattr(onnxruntime_plugins, "tensorrt_provider", lambda available: ("TensorrtExecutionProvider", {}))
+    with caplog.at_level("WARNING", logger="vfnet.runtime"):
+        detector = load_detector(tiny_plugin_onnx, device="auto")
+    assert "TensorRT provider refused the plugin graph" in caplog.text and "run on the CPU instead" in caplog.text
+    assert detector.loaded.device == "cpu" and detector.loaded.precision == "fp32"
+    [got] = detector.detect(photo_like_images[:1])
+    [want] = load_detector(tiny_plugin_onnx, device="cpu").detect(photo_like_images[:1])
+    assert len(got) == len(want) > 0 and (got.labels == want.labels).all()

@@ -29,8 +29,9 @@ from ..images import Batch
 BACKEND_NAMES = ("onnxruntime", "openvino", "tensorrt", "torch")  # every backend of this runtime
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)  # what a user may ask for: "auto" picks from the file
 DEVICES = ("auto", "cpu", "cuda")
-# Inference precision: "auto" runs the artifact's own; fp32 / bf16 choose OpenVINO's (openvino_backend.py).
-INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+# Inference precision: "auto" runs the artifact's own (float32 as float32 on GPUs too: no TF32);
+# fp32 / bf16 choose OpenVINO's (openvino_backend.py); tf32 lets a float32 model multiply in TF32 on CUDA.
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class BackendOptions:
 
     device: "auto" (CUDA where the backend can use it), "cpu" or "cuda".
     intra_op_threads / inter_op_threads: the backend's thread pools (None: its defaults).
-    precision: "auto" (the artifact's own), or "fp32" / "bf16": OpenVINO's inference precision.
+    precision: "auto" (the artifact's own; a float32 model computes in float32 on a GPU too, TF32
+      off), "fp32" / "bf16": OpenVINO's inference precision, or "tf32": a float32 model on CUDA
+      (torch, onnxruntime, tensorrt) may multiply in TF32, which Loaded.precision then reports.
     """
 
     device: str = "auto"
@@ -58,12 +61,21 @@ class BackendOptions:
             if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
                 raise ModelLoadError(f"{name} must be a whole number of at least 1, got {threads!r}")
 
-    def artifact_precision(self, backend: str) -> None:
-        """For a backend that runs the artifact's own precision: ModelLoadError if another was asked for."""
-        if self.precision != "auto":
+    def artifact_precision(self, backend: str, card: ModelCard, device: str) -> str:
+        """What a backend that runs the artifact's own arithmetic (onnxruntime, tensorrt, torch)
+        computes in on `device`: the card's precision, or "tf32" when asked for a float32 model on
+        CUDA. ModelLoadError for what it cannot run (OpenVINO's fp32 / bf16; tf32 elsewhere)."""
+        if self.precision in ("fp32", "bf16"):
             raise ModelLoadError(
                 f"precision {self.precision} applies to the openvino backend (an OpenVINO IR); {backend} runs the artifact's own precision: leave it auto"
             )
+        if self.precision != "tf32":
+            return card.precision
+        if device != "cuda":
+            raise ModelLoadError(f"precision tf32 is a GPU arithmetic (NVIDIA Ampere or newer); {backend} runs this model on the CPU here")
+        if card.precision != "fp32":
+            raise ModelLoadError(f"precision tf32 applies to a float32 model; this one computes in {card.precision}")
+        return "tf32"
 
 
 class Backend(Protocol):

@@ -54,6 +54,8 @@ class OpenVINOBackend:
         if options.device == "cuda":
             raise ModelLoadError("the openvino backend runs on the CPU; for a GPU serve an ONNX file with onnxruntime or tensorrt")
         precision = options.precision
+        if precision == "tf32":
+            raise ModelLoadError("precision tf32 is a GPU arithmetic; the openvino backend runs on the CPU: use auto, fp32 or bf16")
         try:
             import openvino as ov
         except ImportError:

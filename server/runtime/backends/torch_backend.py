@@ -14,12 +14,13 @@ from . import BackendOptions
 class TorchBackend:
     """Serves a `.safetensors` checkpoint with `vfnet.model`. options.device: "auto" (CUDA if
     available), "cuda", "cpu". options.intra_op_threads / inter_op_threads set torch's thread pools
-    (process-wide; the inter-op pool only before torch has run anything in this process)."""
+    (process-wide; the inter-op pool only before torch has run anything in this process). On CUDA a
+    float32 model's matmuls and cuDNN convolutions compute in float32 (torch's TF32 switches off,
+    process-wide) unless options.precision is "tf32"."""
 
     name = "torch"
 
     def __init__(self, path: Path, options: BackendOptions):
-        options.artifact_precision(self.name)
         device, intra_op_threads, inter_op_threads = options.device, options.intra_op_threads, options.inter_op_threads
         try:
             import torch
@@ -46,7 +47,11 @@ class TorchBackend:
         self._torch = torch
         precision = "fp16" if next(self.model.parameters()).dtype == torch.float16 else "fp32"
         self.card = model_card(self.model, precision, version)
-        self.precision = precision
+        self.precision = options.artifact_precision(self.name, self.card, self.device)
+        if self.device == "cuda":
+            mode = "tf32" if self.precision == "tf32" else "ieee"  # cuDNN convolutions default to TF32
+            torch.backends.cuda.matmul.fp32_precision = mode
+            torch.backends.cudnn.conv.fp32_precision = mode
 
     def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
         torch = self._torch

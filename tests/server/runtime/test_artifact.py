@@ -3,6 +3,7 @@ card's write and read, and open_model's choice between a Detector and a model st
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from vfnet.server.runtime import BackendOptions, Detector, ModelCard, ModelLoadError, open_model
+from vfnet.server.runtime import BackendOptions, Detector, ModelCard, ModelLoadError, load_detector, open_model
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, check_tensor_names, graph_inputs, image_inputs, read_onnx_card, write_onnx_card
 from vfnet.server.runtime.images import Batch
 from vfnet.server.runtime.load import DEMO_ONNX
@@ -74,3 +75,18 @@ def test_open_model_serves_a_file_at_once_and_checks_options_first(tmp_path):
         BackendOptions(intra_op_threads=0)
     with pytest.raises(ModelLoadError, match="unknown backend 'tflite'"):
         open_model(DEMO_ONNX, "tflite")
+
+
+def test_fp32_means_fp32_on_a_gpu_unless_tf32_is_asked_for():
+    auto, tf32 = BackendOptions(), BackendOptions(precision="tf32")
+    fp16 = dataclasses.replace(CARD, precision="fp16")
+    assert auto.artifact_precision("torch", CARD, "cuda") == "fp32" and auto.artifact_precision("torch", fp16, "cuda") == "fp16"
+    assert tf32.artifact_precision("onnxruntime", CARD, "cuda") == "tf32"
+    with pytest.raises(ModelLoadError, match="precision tf32 is a GPU arithmetic .* onnxruntime runs this model on the CPU here"):
+        tf32.artifact_precision("onnxruntime", CARD, "cpu")
+    with pytest.raises(ModelLoadError, match="precision tf32 applies to a float32 model; this one computes in fp16"):
+        tf32.artifact_precision("tensorrt", fp16, "cuda")
+    with pytest.raises(ModelLoadError, match="precision bf16 applies to the openvino backend"):
+        BackendOptions(precision="bf16").artifact_precision("torch", CARD, "cuda")
+    with pytest.raises(ModelLoadError, match="precision tf32 is a GPU arithmetic .* on the CPU here"):
+        load_detector(DEMO_ONNX, device="cpu", precision="tf32")

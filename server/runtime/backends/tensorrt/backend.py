@@ -17,7 +17,7 @@ import numpy as np
 from ...artifact import INPUTS, OUTPUTS, ModelLoadError, check_tensor_names, graph_inputs
 from ...images import Batch
 from .. import BackendOptions
-from .build import gpu, import_tensorrt, load_plugin_library, register_tensorrt_plugins
+from .build import gpu, import_tensorrt, load_plugin_library, logger, plugin_library, register_tensorrt_plugins
 from .cache import read_sidecar, runtime_mismatches, sha256_file
 
 
@@ -30,30 +30,32 @@ def _check(result, what: str):
 
 
 class TensorRTBackend:
-    """Serves `path` (a .engine with its .engine.json sidecar) on CUDA device 0. Of the options, only
-    the device applies ("auto" or "cuda"); the threads are TensorRT's own."""
+    """Serves `path` (a .engine with its .engine.json sidecar) on CUDA device 0. Of the options, the
+    device applies ("auto" or "cuda") and the precision: the engine's arithmetic was chosen when it
+    was built (float32 layers in TF32 only when built with --tf32), so "tf32" is refused for an
+    engine built without it; the threads are TensorRT's own."""
 
     name = "tensorrt"
 
     def __init__(self, path: Path, options: BackendOptions):
-        options.artifact_precision(self.name)
         if options.device == "cpu":
             raise ModelLoadError("the tensorrt backend runs on a CUDA GPU; for the CPU serve an ONNX file with the onnxruntime backend")
         trt = import_tensorrt()
         self.card, manifest = read_sidecar(path)
-        plugin = self._plugin_library(path) if self.card.plugins else None
+        if options.artifact_precision(self.name, self.card, "cuda") == "tf32" and not manifest.tf32:
+            raise ModelLoadError(f"{path}: precision tf32 asked for, but the engine was built without it (vfnet export trt --tf32)")
+        plugins = plugin_library(self.card)
         _, capability = gpu()
-        problems = runtime_mismatches(manifest, trt.__version__, capability, sha256_file(plugin) if plugin else "")
+        problems = runtime_mismatches(manifest, trt.__version__, capability, sha256_file(plugins.path) if plugins else "")
         if problems:
             raise ModelLoadError(f"{path}: {'; '.join(problems)}. Build it again here with `vfnet export trt`")
         self.device = "cuda"
-        self.precision = self.card.precision
+        self.precision = "tf32" if manifest.tf32 and self.card.precision == "fp32" else self.card.precision
         self._cudart = _cudart()
-        self._logger = trt.Logger(trt.Logger.WARNING)
         register_tensorrt_plugins()
-        if plugin is not None:
-            load_plugin_library(plugin)
-        self._runtime = trt.Runtime(self._logger)
+        if plugins is not None:
+            load_plugin_library(plugins)
+        self._runtime = trt.Runtime(logger())
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelLoadError(f"{path}: TensorRT could not deserialise the engine (its log above says why)")
@@ -86,14 +88,6 @@ class TensorRTBackend:
             on_host = self.engine.is_shape_inference_io(name)  # shape tensors are read from host memory
             self.context.set_tensor_address(name, int(host_pointer) if on_host else int(device_pointer))
 
-    def _plugin_library(self, path: Path) -> Path:
-        from vfnet.trt_plugins import PluginNotBuilt, library_path
-
-        try:
-            return library_path("vfnet_trt_plugins")
-        except PluginNotBuilt as exc:
-            raise ModelLoadError(f"{path} needs {', '.join(self.card.plugins)}: {exc}") from None
-
     def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, ...]:
         count, _, height, width = batch.images.shape
         low, high = self.min_shape, self.max_shape
@@ -107,9 +101,9 @@ class TensorRTBackend:
             view = host.reshape(-1)[: array.size]
             np.copyto(view, array.reshape(-1))
             _check(cudart.cudaMemcpyAsync(device_pointer, view.ctypes.data, view.nbytes, to_device, stream), f"copy of {name}")
-        images, image_sizes, _ = INPUTS
-        self.context.set_input_shape(images, feeds[images].shape)
-        self.context.set_input_shape(image_sizes, feeds[image_sizes].shape)
+        for name in INPUTS[:2]:  # images, image_sizes: the dynamic ones
+            if not self.context.set_input_shape(name, feeds[name].shape):
+                raise ValueError(f"TensorRT refused {name} of shape {feeds[name].shape} (outside the engine's profile {low} .. {high}?)")
         if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (its log says why)")
         boxes, scores, labels, num_detections = OUTPUTS

@@ -43,18 +43,27 @@ def onnx_card(onnx_path: Path) -> ModelCard:
     return card
 
 
-def plugin_library(card: ModelCard, given: Path | None = None) -> Path | None:
+@dataclass(frozen=True)
+class PluginLibrary:
+    """A TensorRT plugin library and the creators a graph needs from it (by name; version "1",
+    namespace "", as our StarDeformConv's)."""
+
+    path: Path
+    creators: tuple[str, ...]
+
+
+def plugin_library(card: ModelCard, given: Path | None = None) -> PluginLibrary | None:
     """The TensorRT plugin library a plugin graph needs: `given`, else our built one; None for none."""
     if not card.plugins:
         return None
     if given is not None:
         if not given.is_file():
             raise ModelLoadError(f"--plugin-lib {given}: no such file")
-        return given
+        return PluginLibrary(given, card.plugins)
     from vfnet.trt_plugins import PluginNotBuilt, library_path
 
     try:
-        return library_path("vfnet_trt_plugins")
+        return PluginLibrary(library_path("vfnet_trt_plugins"), card.plugins)
     except PluginNotBuilt as exc:
         raise ModelLoadError(f"the graph needs {', '.join(card.plugins)}: {exc}") from None
 
@@ -68,20 +77,33 @@ def import_tensorrt():
 
 
 @functools.cache
+def logger():
+    """The process's one TensorRT logger (warnings and errors). It must outlive everything that was
+    given it: libnvinfer_plugin keeps the logger `init_libnvinfer_plugins` receives, and the Python
+    binding holds no reference to it, so a temporary one would be written through after it is freed."""
+    trt = import_tensorrt()
+    return trt.Logger(trt.Logger.WARNING)
+
+
+@functools.cache
 def register_tensorrt_plugins() -> None:
     """Register TensorRT's own plugins (libnvinfer_plugin), once per process: the ONNX parser
     imports DeformConv as its ModulatedDeformConv2d plugin, and such an engine needs it to load."""
-    trt = import_tensorrt()
-    if not trt.init_libnvinfer_plugins(trt.Logger(trt.Logger.WARNING), ""):
+    if not import_tensorrt().init_libnvinfer_plugins(logger(), ""):
         raise ModelLoadError("TensorRT could not register its own plugins (libnvinfer_plugin); DeformConv needs them")
 
 
 @functools.cache
-def load_plugin_library(path: Path) -> None:
+def load_plugin_library(library: PluginLibrary) -> None:
     """Register the creators of a TensorRT plugin library, once per process (building an engine and
-    then serving it both need it; a second registration would be refused)."""
-    if import_tensorrt().get_plugin_registry().load_library(str(path)) is None:
-        raise ModelLoadError(f"{path}: TensorRT could not load this plugin library")
+    then serving it both need it). Where every creator the graph needs is registered already (our
+    register-at-load library came first, e.g. through ONNX Runtime's TensorRT provider), nothing is
+    loaded: TensorRT refuses to register a creator twice."""
+    registry = import_tensorrt().get_plugin_registry()
+    if all(registry.get_creator(name, "1", "") is not None for name in library.creators):
+        return
+    if registry.load_library(str(library.path)) is None:
+        raise ModelLoadError(f"{library.path}: TensorRT could not load this plugin library")
 
 
 def gpu() -> tuple[str, str]:
@@ -105,16 +127,17 @@ def gpu() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class BuilderSettings:
-    """How TensorRT builds an engine, beside its profile and plugins: the workspace limit and the
-    optimisation level (both change the engine: they are in its manifest), and a timing cache file
-    to read and update (which only speeds the build up)."""
+    """How TensorRT builds an engine, beside its profile and plugins: the workspace limit, the
+    optimisation level and TF32 (these change the engine: they are in its manifest), and a timing
+    cache file to read and update (which only speeds the build up)."""
 
     workspace_bytes: int = 4 << 30
     optimization_level: int = 3
     timing_cache: Path | None = None
+    tf32: bool = False  # let float32 layers multiply in TF32 (TensorRT's default; off: fp32 means fp32)
 
 
-def running_manifest(onnx_path: Path, card: ModelCard, profile: Profile, plugin_library: Path | None, settings: BuilderSettings) -> Manifest:
+def running_manifest(onnx_path: Path, card: ModelCard, profile: Profile, plugins: PluginLibrary | None, settings: BuilderSettings) -> Manifest:
     """The manifest an engine built here and now from these inputs would have."""
     tensorrt = import_tensorrt()
     gpu_name, capability = gpu()
@@ -123,26 +146,28 @@ def running_manifest(onnx_path: Path, card: ModelCard, profile: Profile, plugin_
         gpu_name=gpu_name,
         compute_capability=capability,
         onnx_sha256=sha256_file(onnx_path),
-        plugin_sha256=sha256_file(plugin_library) if plugin_library else "",
+        plugin_sha256=sha256_file(plugins.path) if plugins else "",
         precision=card.precision,
         profile=profile,
         builder_optimization_level=settings.optimization_level,
         workspace_bytes=settings.workspace_bytes,
+        tf32=settings.tf32,
     )
 
 
-def build_engine(onnx_path: Path, out: Path, profile: Profile, plugin_library: Path | None, settings: BuilderSettings, progress: Callable[[str], None]) -> None:
+def build_engine(
+    onnx_path: Path, out: Path, profile: Profile, plugins: PluginLibrary | None, settings: BuilderSettings, progress: Callable[[str], None]
+) -> None:
     """Parse `onnx_path` into a strongly typed network, build it for `profile` with `settings` and
     write the serialised engine to `out`. Raises ModelLoadError naming what failed (parser errors
     included). `progress` receives step messages."""
     trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
     register_tensorrt_plugins()
-    if plugin_library is not None:
-        load_plugin_library(plugin_library)
-    builder = trt.Builder(logger)
+    if plugins is not None:
+        load_plugin_library(plugins)
+    builder = trt.Builder(logger())
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, logger())
     progress(f"parsing {onnx_path} ...")
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -150,6 +175,8 @@ def build_engine(onnx_path: Path, out: Path, profile: Profile, plugin_library: P
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     config.builder_optimization_level = settings.optimization_level
+    if not settings.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: float32 layers would multiply in TF32
     shapes = profile.shapes()
     optimisation = builder.create_optimization_profile()
     images, image_sizes, _ = INPUTS
@@ -205,16 +232,16 @@ def _progress_monitor(trt, progress: Callable[[str], None]):
 
 
 def prepare_engine(
-    onnx_path: Path, cache_dir: Path, max_batch_size: int, progress: Callable[[str], None] = lambda message: None
+    onnx_path: Path, cache_dir: Path, max_batch_size: int, tf32: bool = False, progress: Callable[[str], None] = lambda message: None
 ) -> tuple[ModelCard, Path, Callable[[], None] | None]:
     """For `vfnet serve --backend tensorrt --model M.onnx`: (card, engine path, build) where build is
-    None when the cache already holds a valid engine for this TensorRT, GPU, file and profile, else
-    the function that builds it (minutes). Fast and strict: no TensorRT, no GPU or a bad file raise
-    ModelLoadError here, before the server starts."""
+    None when the cache already holds a valid engine for this TensorRT, GPU, file, profile and TF32
+    choice, else the function that builds it (minutes). Fast and strict: no TensorRT, no GPU or a bad
+    file raise ModelLoadError here, before the server starts."""
     card = onnx_card(onnx_path)
     profile = default_profile(card, max_batch_size)
     plugins = plugin_library(card)
-    settings = BuilderSettings()  # the defaults, and a timing cache beside the engines
+    settings = BuilderSettings(tf32=tf32)  # the defaults, and a timing cache beside the engines
     manifest = running_manifest(onnx_path, card, profile, plugins, settings)
     cache = EngineCache(cache_dir)
     engine = cache.path_for(onnx_path.stem, manifest)

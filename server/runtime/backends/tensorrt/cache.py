@@ -93,6 +93,7 @@ class Manifest:
     profile: Profile
     builder_optimization_level: int
     workspace_bytes: int
+    tf32: bool = False  # float32 layers may multiply in TF32 (vfnet export trt --tf32); else fp32 means fp32
     engine_sha256: str = ""
     build_seconds: float = 0.0
 
@@ -110,7 +111,8 @@ class Manifest:
     def from_dict(cls, data: dict, source: str) -> Manifest:
         try:
             profile = data["profile"]
-            return cls(**{**data, "profile": Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in profile.items()})})
+            # A manifest without "tf32" predates the field: its engine was built with TensorRT's default, TF32 on.
+            return cls(**{"tf32": True, **data, "profile": Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in profile.items()})})
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{source}: a damaged engine manifest ({type(exc).__name__}: {exc})") from None
 

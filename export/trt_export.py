@@ -12,6 +12,7 @@ from pathlib import Path
 from vfnet.server.runtime.artifact import ModelCard
 from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings, build_engine, onnx_card, plugin_library, running_manifest
 from vfnet.server.runtime.backends.tensorrt.cache import Profile, default_profile, write_engine
+from vfnet.server.runtime.backends.tensorrt.preflight import require_preflight
 
 
 def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
@@ -33,8 +34,10 @@ def export_trt(
     input size) with the builder `settings` (default BuilderSettings()) into `out`, its sidecar beside
     it; returns `out`. A plugin graph needs `plugin_lib` or our built library. `progress(message)`,
     when given, receives step messages.
-    Raises ModelLoadError (no TensorRT, no GPU, a bad file, a failed build)."""
+    Raises ModelLoadError (a graph TensorRT's parser would refuse: preflight.py; no TensorRT, no GPU,
+    a bad file, a failed build)."""
     card = onnx_card(onnx)
+    require_preflight(onnx)  # a graph TensorRT's parser would refuse is refused here, without TensorRT
     profile = profile or default_profile(card)
     plugins = plugin_library(card, plugin_lib)
     settings = settings or BuilderSettings()

@@ -44,8 +44,9 @@ class FakeTensorRT(types.ModuleType):
         fake = self
 
         class Registry:
-            def get_creator(self, name, version, namespace):
-                return object() if (name, version, namespace) in {(n, "1", "") for n in fake.registered} else None
+            @property
+            def all_creators(self):
+                return [types.SimpleNamespace(name=n, plugin_version="1", plugin_namespace="") for n in fake.registered]
 
             def load_library(self, path):
                 fake.loaded.append(path)

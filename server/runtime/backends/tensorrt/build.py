@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ...artifact import INPUTS, ModelCard, ModelLoadError, read_onnx_card, write_atomically
 from .cache import EngineCache, Manifest, Profile, default_profile, sha256_file, timing_cache_path
+from .preflight import require_preflight
 
 NO_TENSORRT = (
     "TensorRT is not installed here: it comes with NVIDIA's container (nvcr.io/nvidia/tensorrt) or NVIDIA's "
@@ -100,8 +101,14 @@ def load_plugin_library(library: PluginLibrary) -> None:
     register-at-load library came first, e.g. through ONNX Runtime's TensorRT provider), nothing is
     loaded: TensorRT refuses to register a creator twice."""
     registry = import_tensorrt().get_plugin_registry()
-    if all(registry.get_creator(name, "1", "") is not None for name in library.creators):
+    # all_creators, not get_creator: TensorRT logs an error for every get_creator that misses
+    present = {(creator.name, creator.plugin_version, creator.plugin_namespace) for creator in registry.all_creators}
+    wanted = {(name, "1", "") for name in library.creators}
+    if wanted <= present:
         return
+    if wanted & present:
+        names = sorted(name for name, _, _ in wanted & present)
+        raise ModelLoadError(f"{library.path}: {', '.join(names)} registered already by another library; TensorRT refuses to register a creator twice")
     if registry.load_library(str(library.path)) is None:
         raise ModelLoadError(f"{library.path}: TensorRT could not load this plugin library")
 
@@ -239,6 +246,7 @@ def prepare_engine(
     choice, else the function that builds it (minutes). Fast and strict: no TensorRT, no GPU or a bad
     file raise ModelLoadError here, before the server starts."""
     card = onnx_card(onnx_path)
+    require_preflight(onnx_path)  # a graph TensorRT's parser would refuse: refused before the server starts
     profile = default_profile(card, max_batch_size)
     plugins = plugin_library(card)
     settings = BuilderSettings(tf32=tf32)  # the defaults, and a timing cache beside the engines

@@ -1,7 +1,7 @@
 /*
  * The entry points of libvfnet_trt_plugins.so, as TensorRT's dynamic plugin loading expects them:
  * IPluginRegistry::loadLibrary, trtexec --dynamicPlugins and IBuilderConfig::setPluginsToSerialize
- * call getCreators() and register what it returns; setLoggerFinder() hands us TensorRT's logger.
+ * call getCreators() and register what it returns; setLoggerFinder() hands us TensorRT's logger finder.
  * Loading the library does not register anything by itself (libvfnet_trt_plugins_autoregister.so
  * does, for hosts that only dlopen plugin libraries).
  */
@@ -15,9 +15,12 @@ vfnet::plugin::StarDeformConvPluginCreator gStarDeformConvCreator;
 nvinfer1::IPluginCreatorInterface* gCreators[] = {&gStarDeformConvCreator};
 } // namespace
 
+// TensorRT calls this when it loads the library, usually before any builder or runtime (and so any
+// logger) exists: keep the finder and ask it for the logger each time a message is logged (on the
+// logging thread, as ILoggerFinder::findLogger requires), never the logger it gives now.
 VFNET_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
-    vfnet::plugin::setLogger(finder != nullptr ? finder->findLogger() : nullptr);
+    vfnet::plugin::setLoggerFinder(finder);
 }
 
 VFNET_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) noexcept

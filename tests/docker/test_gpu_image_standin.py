@@ -1,12 +1,13 @@
 """docker/Dockerfile.gpu built unchanged on a stand-in for NVIDIA's TensorRT image
-(docker/podman/tensorrt-standin.Dockerfile: nvcc from PyPI, TensorRT 10 headers, no TensorRT
-libraries, no GPU). This checks what can be checked of the GPU image here: its build stage compiles
+(docker/podman/tensorrt-standin.Dockerfile: nvcc from PyPI, TensorRT 10 headers, a stub libnvinfer,
+no GPU). This checks what can be checked of the GPU image here: its build stage compiles
 the plugins (the TensorRT plugin library included) and installs our package, and the image holds
 the plugins and no torch, runs as the non-root user and, lacking TensorRT and a GPU, refuses to
 serve with one clear line and exit 1. Under `make docker-smoke` (marker `container`)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,8 @@ from .test_cpu_image import CA_BUNDLE, ROOT, USER_ID, podman
 
 pytestmark = pytest.mark.container
 
-STANDIN = "localhost/tensorrt-standin:latest"
+STANDIN_FILE = ROOT / "docker" / "podman" / "tensorrt-standin.Dockerfile"
+STANDIN = f"localhost/tensorrt-standin:{hashlib.sha256(STANDIN_FILE.read_bytes()).hexdigest()[:12]}"  # a changed file: a new image
 IMAGE = "localhost/vfnet-serve:gpu-standin"
 HEADERS = [ROOT.parent / "shared" / "third_party" / "tensorrt-10.16", Path("/work/shared/third_party/tensorrt-10.16")]
 PLUGINS = {"libvfnet_star_deform_conv_host.so", "libvfnet_star_deform_conv_cuda.so", "libvfnet_trt_plugins.so", "libvfnet_trt_plugins_autoregister.so"}
@@ -40,7 +42,7 @@ def image() -> str:
     if headers is None:
         pytest.skip("needs the TensorRT 10 headers of ../shared/third_party for the stand-in TensorRT image")
     if podman("image", "exists", STANDIN, check=False).returncode != 0:
-        buildah("-t", STANDIN, "-f", str(ROOT / "docker" / "podman" / "tensorrt-standin.Dockerfile"), str(headers))
+        buildah("-t", STANDIN, "-f", str(STANDIN_FILE), str(headers))
     buildah("--build-arg", f"TENSORRT_IMAGE={STANDIN}", "-t", IMAGE, "-f", "docker/Dockerfile.gpu", ".")
     return IMAGE
 

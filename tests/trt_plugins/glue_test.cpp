@@ -1,6 +1,6 @@
 // The TensorRT glue of StarDeformConv without TensorRT's library: built against its headers, with a
-// fake kernel standing in for the CUDA one (it records its arguments), a fake logger and a fake
-// error recorder. Run by test_plugin_glue.py once per header set; prints "ok N checks" or the
+// fake kernel standing in for the CUDA one (it records its arguments), fake loggers, a fake logger
+// finder (asked at log time, from the logging thread) and a fake error recorder. Run by test_plugin_glue.py once per header set; prints "ok N checks" or the
 // failed checks, and exits non-zero on a failure.
 #include "star_deform_conv/starDeformConvKernel.h"
 #include "star_deform_conv/starDeformConvPlugin.h"
@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) noexcept;
@@ -53,13 +54,20 @@ struct Logger : ILogger
             errors.emplace_back(message);
         }
     }
-} gLogger;
+} gLogger, gLaterLogger;
 
+// TensorRT's finder: which logger it gives changes over time (none until a builder or runtime exists),
+// and it must be asked from the thread that logs.
 struct Finder : ILoggerFinder
 {
+    ILogger* current{nullptr};
+    int calls{0};
+    std::thread::id caller;
     ILogger* findLogger() override
     {
-        return &gLogger;
+        ++calls;
+        caller = std::this_thread::get_id();
+        return current;
     }
 } gFinder;
 
@@ -137,12 +145,33 @@ cudaError_t starDeformConvForward(DataType type, void const* features, float con
 
 int main()
 {
+    // logging: TensorRT sets the finder when it loads the library, before any logger exists; the
+    // plugin asks the finder each time it logs, from the logging thread, and uses what it gives then
     setLoggerFinder(&gFinder);
+    CHECK(gFinder.calls == 0); // not asked (and its answer not kept) at load
     int32_t count = 0;
     IPluginCreatorInterface* const* creators = getCreators(count);
     CHECK(count == 1);
     CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
     auto& creator = *static_cast<IPluginCreatorV3One*>(creators[0]);
+    char const* const noStride = "StarDeformConv: layer layer needs an int32 field stride";
+    CHECK(creator.createPlugin("layer", nullptr, TensorRTPhase::kBUILD) == nullptr); // no logger yet: stderr
+    CHECK(gFinder.calls == 1 && gLogger.errors.empty());
+    gFinder.current = &gLogger; // a builder (and its logger) appears
+    CHECK(creator.createPlugin("layer", nullptr, TensorRTPhase::kBUILD) == nullptr);
+    CHECK(gFinder.calls == 2 && gLogger.errors.size() == 1 && contains(gLogger.errors, noStride));
+    gFinder.current = &gLaterLogger; // another one replaces it
+    std::thread worker([&creator] { creator.createPlugin("layer", nullptr, TensorRTPhase::kBUILD); });
+    std::thread::id const workerId = worker.get_id();
+    worker.join();
+    CHECK(gFinder.calls == 3 && gFinder.caller == workerId); // asked on the thread that logged
+    CHECK(gLaterLogger.errors.size() == 1 && contains(gLaterLogger.errors, noStride) && gLogger.errors.size() == 1);
+    setLoggerFinder(nullptr); // no finder: stderr, nobody asked
+    CHECK(creator.createPlugin("layer", nullptr, TensorRTPhase::kBUILD) == nullptr);
+    CHECK(gFinder.calls == 3 && gLogger.errors.size() == 1 && gLaterLogger.errors.size() == 1);
+    gLogger.errors.clear();
+    gFinder.current = &gLogger;
+    setLoggerFinder(&gFinder); // the rest of the checks read gLogger
     CHECK(std::strcmp(creator.getPluginName(), "StarDeformConv") == 0);
     CHECK(std::strcmp(creator.getPluginVersion(), "1") == 0 && std::strcmp(creator.getPluginNamespace(), "") == 0);
     PluginFieldCollection const* names = creator.getFieldNames();

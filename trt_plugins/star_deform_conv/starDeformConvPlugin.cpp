@@ -7,6 +7,7 @@
 #include "starDeformConvKernel.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <iterator>
 #include <cstring>
@@ -30,7 +31,7 @@ constexpr int32_t kWeight = 2;
 constexpr int32_t kOutput = 3;
 constexpr int32_t kNbInputs = 3;
 
-nvinfer1::ILogger* gLogger{nullptr};
+std::atomic<nvinfer1::ILoggerFinder*> gLoggerFinder{nullptr}; // never the logger itself: see logError
 
 std::string describe(Dims const& dims)
 {
@@ -53,9 +54,22 @@ bool known(int64_t a, int64_t b)
 
 void logError(std::string const& message) noexcept
 {
-    if (gLogger != nullptr)
+    nvinfer1::ILogger* logger{nullptr};
+    nvinfer1::ILoggerFinder* finder = gLoggerFinder.load(std::memory_order_acquire);
+    if (finder != nullptr)
     {
-        gLogger->log(nvinfer1::ILogger::Severity::kERROR, message.c_str());
+        try
+        {
+            logger = finder->findLogger(); // not noexcept in the header
+        }
+        catch (...)
+        {
+            logger = nullptr;
+        }
+    }
+    if (logger != nullptr)
+    {
+        logger->log(nvinfer1::ILogger::Severity::kERROR, message.c_str());
     }
     else
     {
@@ -63,9 +77,9 @@ void logError(std::string const& message) noexcept
     }
 }
 
-void setLogger(nvinfer1::ILogger* logger) noexcept
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
-    gLogger = logger;
+    gLoggerFinder.store(finder, std::memory_order_release);
 }
 
 StarDeformConvPlugin::StarDeformConvPlugin(int32_t stride)

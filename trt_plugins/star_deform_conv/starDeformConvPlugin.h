@@ -90,11 +90,14 @@ private:
     nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 
-//! Report `message` through TensorRT's logger (set by setLoggerFinder), or stderr without one.
+//! Report `message` at kERROR through the logger that the finder (setLoggerFinder) gives at this moment,
+//! or on stderr when there is no finder or it has no logger. The finder is asked on every call, from
+//! the calling thread (ILoggerFinder::findLogger's contract): TensorRT hands it over when it loads the
+//! library, before any builder or runtime (and so any logger) may exist.
 void logError(std::string const& message) noexcept;
 
-//! The logger that logError uses (nullptr: stderr).
-void setLogger(nvinfer1::ILogger* logger) noexcept;
+//! The finder logError asks (TensorRT's; it owns it). nullptr: stderr. The last one set is used.
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 
 } // namespace plugin
 } // namespace vfnet

@@ -1,4 +1,5 @@
-"""Summarise a `make plugins` build: what was built and skipped (with why), and ptxas' resource
+"""Summarise a `make plugins` build: what was built, what was skipped and why (e.g. the autoregister
+library without a libnvinfer to link), the libraries the build folder holds, and ptxas' resource
 usage per kernel, type and GPU architecture (registers, shared memory, spills).
 
     python trt_plugins/build_report.py CONFIGURE_LOG BUILD_LOG
@@ -9,18 +10,25 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 ENTRY = re.compile(r"Compiling entry function '(?P<name>[^']+)' for '(?P<arch>sm_\d+a?)'")
 SPILLS = re.compile(r"(?P<stack>\d+) bytes stack frame, (?P<stores>\d+) bytes spill stores, (?P<loads>\d+) bytes spill loads")
 USAGE = re.compile(r"Used (?P<registers>\d+) registers.*?(?P<smem>\d+) bytes smem")
-KERNEL_TYPES = {"IfE": "float32", "I6__halfE": "float16"}
+KERNEL = re.compile(r"\d+(?P<name>starDeformConv\w+?Cores)(?:I(?P<type>[ft])E)?")
+PROBLEM_TYPE = re.compile(r"ProblemI(?P<type>[ft])E")
+TYPE_CODES = {"f": "float32", "t": "float16"}  # float, unsigned short (float16 bit patterns)
 
 
 def kernel_label(mangled: str) -> str:
-    name = re.search(r"(\d+)(starDeformConvKernel)(I\w+?E)", mangled)
-    kind = next((label for code, label in KERNEL_TYPES.items() if name and name.group(3).startswith(code)), "?")
-    return f"starDeformConvKernel<{kind}>" if name else mangled
+    """starDeformConvCudaCores<float32>, ...<float16>, starDeformConvTensorCores<float16>: the kernel
+    template's type argument, else (a kernel that is not a template) its Problem's."""
+    name = KERNEL.search(mangled)
+    if not name:
+        return mangled
+    code = name["type"] or (problem["type"] if (problem := PROBLEM_TYPE.search(mangled)) else None)
+    return f"{name['name']}<{TYPE_CODES.get(code, '?')}>"
 
 
 def resource_rows(build_log: str) -> list[tuple[str, str, int, int, int]]:
@@ -38,17 +46,34 @@ def resource_rows(build_log: str) -> list[tuple[str, str, int, int, int]]:
     return sorted(set(rows), key=lambda r: (r[0], int(re.sub(r"\D", "", r[1]))))
 
 
+STATUS = "-- vfnet: "
+SKIPPED = "SKIPPED "
+
+
+def configure_notes(configure_log: str) -> tuple[list[str], list[str]]:
+    """CMake's "vfnet:" STATUS lines: (what was built and other notes, what was skipped with why)."""
+    notes = [line[len(STATUS) :] for line in configure_log.splitlines() if line.startswith(STATUS)]
+    return [n for n in notes if not n.startswith(SKIPPED)], [n[len(SKIPPED) :] for n in notes if n.startswith(SKIPPED)]
+
+
 def main(configure_log: str, build_log: str) -> int:
+    built, skipped = configure_notes(Path(configure_log).read_text())
     print("vfnet trt_plugins build:")
-    for line in Path(configure_log).read_text().splitlines():
-        if line.startswith("-- vfnet: "):
-            print("  " + line[len("-- vfnet: ") :])
+    for note in built:
+        print("  " + note)
+    if skipped:
+        print("\nskipped, and why:")
+        for note in skipped:
+            print(textwrap.fill(note, width=110, initial_indent="  - ", subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
+    folder = Path(configure_log).parent
+    libraries = sorted(p.name for p in folder.glob("lib*.so"))
+    print(f"\nlibraries in {folder}: {', '.join(libraries) or 'none'}")
     rows = resource_rows(Path(build_log).read_text())
     if rows:
         print("\nptxas resource usage (per thread; 256 threads per block):")
-        print(f"  {'kernel':<32} {'arch':<7} {'registers':>9} {'smem bytes':>10} {'spill bytes':>11}")
+        print(f"  {'kernel':<36} {'arch':<7} {'registers':>9} {'smem bytes':>10} {'spill bytes':>11}")
         for kernel, arch, registers, smem, spill in rows:
-            print(f"  {kernel:<32} {arch:<7} {registers:>9} {smem:>10} {spill:>11}")
+            print(f"  {kernel:<36} {arch:<7} {registers:>9} {smem:>10} {spill:>11}")
     spilling = [r for r in rows if r[4] > 0]
     if spilling:
         print(f"\nerror: {len(spilling)} kernel builds spill registers: {spilling}", file=sys.stderr)

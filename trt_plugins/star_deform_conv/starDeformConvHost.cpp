@@ -1,20 +1,30 @@
 /*
- * The star deformable convolution on the CPU, float32: the same sampling as the CUDA kernel
- * (starDeformConvCore.h) and float32 accumulation, as a C function for the Python face
- * (vfnet.trt_plugins) and ONNX Runtime's CPU path.
+ * The star deformable convolution on the CPU, as C functions for the Python face (vfnet.trt_plugins)
+ * and ONNX Runtime's CPU path.
  *
- * Per image: the 9 bilinear taps of every cell, then the sampled columns [C * 9, cells] of a band
- * of cells, then output[c_out, cells] += weight[c_out, k] * columns[k, cells] with the cells
- * innermost (contiguous, vectorised by the compiler; an AVX2 + FMA clone where the CPU has them)
- * and four output channels per pass. Bands are split over `threads` threads.
+ * vfnetStarDeformConvF32, the host build proper: the same sampling as the CUDA kernels
+ * (starDeformConvCore.h) and float32 accumulation. Per image: the 9 bilinear taps of every cell,
+ * then the sampled columns [C * 9, cells] of a band of cells, then output[c_out, cells] +=
+ * weight[c_out, k] * columns[k, cells] with the cells innermost (contiguous, vectorised by the
+ * compiler; an AVX2 + FMA clone where the CPU has them) and four output channels per pass. Bands are
+ * split over `threads` threads.
+ *
+ * vfnetStarDeformConvTiled, the host mirror of the kernels: runs starDeformConvCore.h's tile code
+ * block by block, and within a block phase by phase as the kernels' barriers separate them, each
+ * phase for every thread (or warp) of the block in turn. Shared memory is a per-worker buffer filled
+ * with NaN before every load phase, so that a read of a word the phase did not write poisons the
+ * result. Slow (a test tool), but it is the kernels' own index arithmetic.
  */
 #include "starDeformConvCore.h"
 #include "starDeformConvHost.h"
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -132,16 +142,149 @@ void writeError(char* error, size_t size, char const* message)
     }
 }
 
+//! Runs job(0) ... job(jobs - 1) on min(threads, jobs) threads (threads <= 0: one per hardware thread).
+void parallelFor(int jobs, int threads, std::function<void(int worker, int job)> const& job)
+{
+    int const workers = std::max(1, std::min(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()), jobs));
+    auto work = [&](int worker) {
+        for (int j = worker; j < jobs; j += workers)
+        {
+            job(worker, j);
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int worker = 1; worker < workers; ++worker)
+    {
+        pool.emplace_back(work, worker);
+    }
+    work(0);
+    for (std::thread& thread : pool)
+    {
+        thread.join();
+    }
+}
+
+char const* checkSizes(int batch, int channels, int height, int width, int outChannels, int stride)
+{
+    if (batch < 0 || channels <= 0 || height < 0 || width < 0 || outChannels <= 0 || stride <= 0)
+    {
+        return "StarDeformConv: sizes must be positive (batch, height, width may be 0) and stride > 0";
+    }
+    return nullptr;
+}
+
+namespace star = vfnet::star;
+
+//! Fills shared memory with NaN bytes (0xFF: NaN as float32 and as float16).
+template <class Shared>
+void poison(Shared& shared)
+{
+    std::memset(&shared, 0xFF, sizeof shared);
+}
+
+//! One block of the CUDA-core kernel, phase by phase (starDeformConvKernel.cu, starDeformConvCudaCores).
+template <typename T>
+void cudaCoreBlock(star::Problem<T> const& p, star::BlockTile const& block, star::CudaCoreShared& shared)
+{
+    std::vector<star::CellState> cells(star::kBlockThreads);
+    std::vector<star::CudaCoreAccumulators> acc(star::kBlockThreads, star::CudaCoreAccumulators{});
+    for (int thread = 0; thread < star::kBlockThreads; ++thread)
+    {
+        cells[thread] = star::cellState<star::CudaCoreTile>(p, block, thread);
+    }
+    for (int group = 0; group < star::groupsOf<star::CudaCoreTile>(p.channels); ++group)
+    {
+        poison(shared);
+        for (int thread = 0; thread < star::kBlockThreads; ++thread)
+        {
+            star::cudaCoreLoad(shared, p, block, cells[thread], group, thread);
+        }
+        // __syncthreads()
+        for (int thread = 0; thread < star::kBlockThreads; ++thread)
+        {
+            star::cudaCoreMultiply(shared, thread, acc[thread]);
+        }
+        // __syncthreads()
+    }
+    for (int thread = 0; thread < star::kBlockThreads; ++thread)
+    {
+        star::cudaCoreStore(p, block, thread, acc[thread]);
+    }
+}
+
+//! One block of the tensor-core kernel (starDeformConvKernel.cu, starDeformConvTensorCores): the
+//! multiply phase warp by warp, the tensor-core step taking all 32 lanes' fragments at once.
+void tensorCoreBlock(star::Problem<uint16_t> const& p, star::BlockTile const& block, star::TensorCoreShared& shared)
+{
+    constexpr int kWarps = star::kBlockThreads / star::kWarpSize;
+    struct Warp
+    {
+        star::TensorCoreAccumulators lanes[star::kWarpSize];
+    };
+    std::vector<star::CellState> cells(star::kBlockThreads);
+    std::vector<Warp> acc(kWarps, Warp{});
+    for (int thread = 0; thread < star::kBlockThreads; ++thread)
+    {
+        cells[thread] = star::cellState<star::TensorCoreTile>(p, block, thread);
+    }
+    for (int group = 0; group < star::groupsOf<star::TensorCoreTile>(p.channels); ++group)
+    {
+        poison(shared);
+        for (int thread = 0; thread < star::kBlockThreads; ++thread)
+        {
+            star::tensorCoreLoad(shared, p, block, cells[thread], group, thread);
+        }
+        // __syncthreads()
+        for (int warp = 0; warp < kWarps; ++warp)
+        {
+            star::tensorCoreMultiply<star::kWarpSize>(shared, warp, 0, acc[warp].lanes);
+        }
+        // __syncthreads()
+    }
+    for (int warp = 0; warp < kWarps; ++warp)
+    {
+        for (int lane = 0; lane < star::kWarpSize; ++lane)
+        {
+            star::tensorCoreStore(p, block, warp, lane, acc[warp].lanes[lane]);
+        }
+    }
+}
+
+//! Every block of the grid, spread over `threads` workers, each with its own shared memory.
+template <class Tile, class Shared, typename T, class Block>
+void mirror(star::Problem<T> const& p, int batch, int threads, Block const& runBlock)
+{
+    int cellTiles;
+    int rowTiles;
+    star::gridOf<Tile>(p.height * p.width, p.outChannels, cellTiles, rowTiles);
+    int const blocks = cellTiles * rowTiles * batch;
+    int const workers = std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+    std::vector<std::unique_ptr<Shared>> shared(static_cast<size_t>(std::min(workers, std::max(blocks, 1))));
+    for (auto& buffer : shared)
+    {
+        buffer = std::make_unique<Shared>();
+    }
+    parallelFor(blocks, static_cast<int>(shared.size()), [&](int worker, int b) {
+        star::BlockTile const block{b % cellTiles, (b / cellTiles) % rowTiles, b / (cellTiles * rowTiles)};
+        runBlock(p, block, *shared[static_cast<size_t>(worker)]);
+    });
+}
+
 } // namespace
 
 extern "C" int vfnetStarDeformConvF32(float const* features, float const* bbox, float const* weight, float* output,
     int batch, int channels, int height, int width, int outChannels, int stride, int threads, char* error,
     size_t errorSize)
 {
-    if (batch < 0 || channels <= 0 || height < 0 || width < 0 || outChannels <= 0 || stride <= 0)
+    if (char const* message = checkSizes(batch, channels, height, width, outChannels, stride))
     {
-        writeError(error, errorSize, "StarDeformConv: sizes must be positive (batch, height, width may be 0) and stride > 0");
+        writeError(error, errorSize, message);
         return 1;
+    }
+    int const cells = height * width;
+    if (batch == 0 || cells == 0)
+    {
+        return 0; // an empty output: nothing to read or write
     }
     if (features == nullptr || bbox == nullptr || weight == nullptr || output == nullptr)
     {
@@ -149,36 +292,83 @@ extern "C" int vfnetStarDeformConvF32(float const* features, float const* bbox, 
         return 1;
     }
     Problem const problem{features, bbox, weight, output, channels, height, width, outChannels, static_cast<float>(stride)};
-    int const cells = height * width;
     int const bandsPerImage = (cells + kBand - 1) / kBand;
-    int const jobs = batch * bandsPerImage;
-    int const workers = std::max(1, std::min(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()), jobs));
     try
     {
-        auto work = [&](int worker) {
-            std::vector<float> columns;
-            for (int job = worker; job < jobs; job += workers)
-            {
-                int const image = job / bandsPerImage;
-                int const first = (job % bandsPerImage) * kBand;
-                convolveBand(problem, image, first, std::min(cells, first + kBand), columns);
-            }
-        };
-        std::vector<std::thread> pool;
-        for (int worker = 1; worker < workers; ++worker)
+        std::vector<std::vector<float>> columns(static_cast<size_t>(std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))));
+        parallelFor(batch * bandsPerImage, static_cast<int>(columns.size()), [&](int worker, int job) {
+            int const image = job / bandsPerImage;
+            int const first = (job % bandsPerImage) * kBand;
+            convolveBand(problem, image, first, std::min(cells, first + kBand), columns[static_cast<size_t>(worker)]);
+        });
+    }
+    catch (std::exception const& exc) // bad_alloc, or no thread could be started
+    {
+        writeError(error, errorSize, exc.what());
+        return 2;
+    }
+    return 0;
+}
+
+extern "C" int vfnetStarDeformConvTiled(int algorithm, int type, void const* features, float const* bbox,
+    void const* weight, void* output, int batch, int channels, int height, int width, int outChannels, int stride,
+    int threads, char* error, size_t errorSize)
+{
+    if (char const* message = checkSizes(batch, channels, height, width, outChannels, stride))
+    {
+        writeError(error, errorSize, message);
+        return 1;
+    }
+    if (algorithm < 0 || algorithm > 2 || type < 0 || type > 1 || (algorithm == 2 && type != 1))
+    {
+        writeError(error, errorSize, "StarDeformConv: algorithm 0 (default), 1 (CUDA cores: type 0 or 1) or 2 (tensor cores: type 1)");
+        return 1;
+    }
+    if (batch == 0 || height == 0 || width == 0)
+    {
+        return 0; // an empty output: nothing to read or write
+    }
+    if (features == nullptr || bbox == nullptr || weight == nullptr || output == nullptr)
+    {
+        writeError(error, errorSize, "StarDeformConv: a null buffer");
+        return 1;
+    }
+    float const scale = static_cast<float>(stride);
+    try
+    {
+        if (type == 1 && algorithm != 1)
         {
-            pool.emplace_back(work, worker);
+            auto const p = star::problemOf<star::TensorCoreTile>(static_cast<uint16_t const*>(features), bbox,
+                static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(output), channels, height, width, outChannels, scale);
+            mirror<star::TensorCoreTile, star::TensorCoreShared>(p, batch, threads, tensorCoreBlock);
         }
-        work(0);
-        for (std::thread& thread : pool)
+        else if (type == 1)
         {
-            thread.join();
+            auto const p = star::problemOf<star::CudaCoreTile>(static_cast<uint16_t const*>(features), bbox,
+                static_cast<uint16_t const*>(weight), static_cast<uint16_t*>(output), channels, height, width, outChannels, scale);
+            mirror<star::CudaCoreTile, star::CudaCoreShared>(p, batch, threads, cudaCoreBlock<uint16_t>);
+        }
+        else
+        {
+            auto const p = star::problemOf<star::CudaCoreTile>(static_cast<float const*>(features), bbox,
+                static_cast<float const*>(weight), static_cast<float*>(output), channels, height, width, outChannels, scale);
+            mirror<star::CudaCoreTile, star::CudaCoreShared>(p, batch, threads, cudaCoreBlock<float>);
         }
     }
     catch (std::exception const& exc) // bad_alloc, or no thread could be started
     {
         writeError(error, errorSize, exc.what());
         return 2;
+    }
+    return 0;
+}
+
+extern "C" int vfnetStarHalfRoundTrip(float const* values, uint16_t* halves, float* widened, size_t count)
+{
+    for (size_t i = 0; i < count; ++i)
+    {
+        halves[i] = vfnet::star::floatToHalf(values[i]);
+        widened[i] = vfnet::star::halfToFloat(halves[i]);
     }
     return 0;
 }

@@ -20,7 +20,7 @@ THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/sha
 PLUGIN_BUILD := build/plugins
 TEST_WORKERS ?= 2
 
-.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check cuda-toolchain docker-lint docker-smoke
+.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check device-check device-check-standin cuda-toolchain docker-lint docker-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,28 @@ demo-onnx: $(STAMP)
 serve: $(SERVE_STAMP)
 	$(BIN)/vfnet serve
 
-# The GPU and TensorRT tests, for real on a GPU host (elsewhere each skips with its reason).
-gpu-check: $(STAMP) plugins
-	$(BIN)/python -m pytest -m "gpu or trt" -rs
+# The GPU and TensorRT tests, for real on a GPU host (elsewhere each skips with its reason). On a host
+# whose $(PYTHON) already has torch and pytest (NVIDIA's container, an offline GPU machine) it makes no
+# venv: with VENV=none, or when .venv is absent and $(PYTHON) imports both, it runs $(PYTHON) with vfnet
+# on PYTHONPATH (build/pythonpath, symlinks onto model/, server/, ...: bench/device_check --pythonpath).
+ifneq ($(filter gpu-check,$(MAKECMDGOALS)),)
+GPU_CHECK_NO_VENV := $(if $(filter none,$(VENV)),yes,$(if $(wildcard $(BIN)/python),,$(shell $(PYTHON) -c 'import torch, pytest' > /dev/null 2>&1 && echo yes)))
+endif
+gpu-check: $(if $(GPU_CHECK_NO_VENV),,$(STAMP)) plugins
+	$(if $(GPU_CHECK_NO_VENV),PYTHONPATH="$$($(PYTHON) bench/device_check --pythonpath)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON),$(BIN)/python) -m pytest -m "gpu or trt" -rs
+
+# One command for a lent, offline GPU machine (no network, no venv, no TensorRT): the machine's
+# $(PYTHON) runs bench/device_check, which builds the plugins for sm_90 and the GPU's architecture,
+# checks the kernel against torchvision, runs compute-sanitizer and ncu, times it, runs the network and
+# the torch backend on CUDA and the GPU tests, in at most 8 minutes; summary.md, figures.json and logs go
+# to $$OUT, else build/device-check. ARGS pass through (e.g. ARGS="--only build,kernel").
+device-check:
+	$(PYTHON) bench/device_check $(if $(NVCC),--nvcc $(NVCC)) $(ARGS)
+
+# CI: the same script with --cpu-standin in .venv (its references need torch): the host build stands in
+# for the kernel, every GPU step is reported skipped with its reason, the references run on the CPU.
+device-check-standin: $(STAMP)
+	$(BIN)/python bench/device_check --cpu-standin $(if $(NVCC),--nvcc $(NVCC)) $(ARGS)
 
 # Builds what this machine can into build/plugins and says what it skipped and why; prints ptxas'
 # registers, shared memory and spills per kernel and GPU architecture (and fails on a spill).

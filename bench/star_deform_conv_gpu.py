@@ -28,6 +28,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_check.steps_timing import cuda_ms  # noqa: E402 (bench/device_check/)
 from report import gpu_description, publish  # noqa: E402
 
 from vfnet.model.head import star_dcn_offset  # noqa: E402
@@ -36,21 +37,6 @@ from vfnet.trt_plugins import ALGORITHMS, library_path  # noqa: E402
 TITLE = "## StarDeformConv (GPU)"
 CHANNELS, HEIGHT, WIDTH, OUT_CHANNELS, STRIDE = 256, 100, 168, 256, 8
 TARGETS = {torch.float16: 2.0, torch.float32: 1.0}  # torchvision ms / our default kernel's ms, at least
-
-
-def cuda_ms(function, repeats: int) -> float:
-    """Median of `repeats` timings with CUDA events, after 5 warm-up calls."""
-    for _ in range(5):
-        function()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return float(np.median(times))
 
 
 def ours(features, bbox_init, weight, stride, algorithm="default"):
@@ -120,16 +106,16 @@ def measure(batch: int, kind: str, dtype: torch.dtype, repeats: int) -> dict[str
     weight = (torch.randn(OUT_CHANNELS, CHANNELS, 3, 3, device="cuda", generator=generator) / 48).to(dtype)
     offset = star_dcn_offset(bbox_init, STRIDE).to(dtype)
     default = "ours, default (tensor cores)" if dtype == torch.float16 else "ours, default (CUDA cores)"
-    timings = {default: cuda_ms(ours(features, bbox_init, weight, STRIDE), repeats)}
+    timings = {default: cuda_ms(ours(features, bbox_init, weight, STRIDE), repeats, warmups=5)}
     if dtype == torch.float16:
-        timings["ours, CUDA cores (float32 multiplies)"] = cuda_ms(ours(features, bbox_init, weight, STRIDE, "cuda_cores"), repeats)
-    timings["torchvision deform_conv2d (offsets given)"] = cuda_ms(lambda: deform_conv2d(features, offset, weight, padding=(1, 1)), repeats)
+        timings["ours, CUDA cores (float32 multiplies)"] = cuda_ms(ours(features, bbox_init, weight, STRIDE, "cuda_cores"), repeats, warmups=5)
+    timings["torchvision deform_conv2d (offsets given)"] = cuda_ms(lambda: deform_conv2d(features, offset, weight, padding=(1, 1)), repeats, warmups=5)
     timings["torchvision, offsets computed too"] = cuda_ms(
-        lambda: deform_conv2d(features, star_dcn_offset(bbox_init, STRIDE).to(dtype), weight, padding=(1, 1)), repeats
+        lambda: deform_conv2d(features, star_dcn_offset(bbox_init, STRIDE).to(dtype), weight, padding=(1, 1)), repeats, warmups=5
     )
     session = onnxruntime_deform_conv(features, offset, weight)
     if session is not None:
-        timings["ONNX Runtime CUDA DeformConv (offsets given)"] = cuda_ms(session, repeats)
+        timings["ONNX Runtime CUDA DeformConv (offsets given)"] = cuda_ms(session, repeats, warmups=5)
     return timings
 
 

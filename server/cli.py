@@ -32,6 +32,13 @@ def evaluate(argv: list[str]) -> int:
     return main(argv)
 
 
+def models(argv: list[str]) -> int:
+    """the official VFNet checkpoints (and a --zoo file's): presets, AP, what is downloaded"""
+    from vfnet.server.zoo.cli import main
+
+    return main(argv)
+
+
 def data(argv: list[str]) -> int:
     """make a synthetic detection set in COCO format"""
     from vfnet.train.cli import data_main
@@ -62,7 +69,7 @@ def train(argv: list[str]) -> int:
 
 # The first group needs no torch (`pip install 'vfnet-serve[cpu]'`); the second makes models with it.
 GROUPS = {
-    "serve and measure (no torch needed)": {"serve": serve, "loadtest": loadtest, "eval": evaluate, "data": data},
+    "serve and measure (no torch needed)": {"serve": serve, "loadtest": loadtest, "eval": evaluate, "data": data, "models": models},
     "make models (torch)": {"convert-mmdet": convert_mmdet, "export": export, "train": train},
 }
 COMMANDS = {name: command for commands in GROUPS.values() for name, command in commands.items()}

@@ -29,9 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", type=Path, help="output checkpoint (.safetensors)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture (default: detected from the keys)")
     parser.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    parser.add_argument(
+        "--ema-state-dict",
+        action="store_true",
+        help="take the weights from the file's 'ema_state_dict' (mmengine EMAHook; 'module.' prefix stripped) instead of "
+        "'state_dict'; an error if the file has none. mmengine swaps the two when saving: its 'state_dict' already holds "
+        "the averaged weights, its 'ema_state_dict' the raw training ones",
+    )
     args = parser.parse_args(argv)
     try:
-        model = convert_mmdet(args.src, args.dst, preset=args.preset, fp16=args.fp16)
+        model = convert_mmdet(args.src, args.dst, preset=args.preset, fp16=args.fp16, ema=args.ema_state_dict)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

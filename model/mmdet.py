@@ -1,20 +1,19 @@
 """Import official VFNet / mmdetection checkpoints (`.pth`) into our safetensors format.
 
-Reading never executes code from the file: `torch.load(weights_only=True)` only rebuilds tensors and
-plain containers. mmdetection 3.x / mmengine checkpoints also pickle bookkeeping objects
-(`message_hub` history buffers, numpy arrays); any global from the mm* or numpy modules is replaced
-by an inert `Opaque` record (nothing of the real class runs), and any other global -- `os.system`,
-`builtins.eval`, ... -- makes us refuse the file.
+Reading never executes code from the file (`safe_pickle.safe_torch_load`): `torch.load(weights_only=True)`
+only rebuilds tensors and plain containers, and the few other globals real mmdetection 2.x / mmengine
+checkpoints reference (`message_hub` history buffers, numpy values, `builtins.getattr` on a history
+buffer's methods) are inert stand-ins; any other global -- `os.system`, `builtins.eval`, ... -- makes
+us refuse the file, naming it.
 
-The preset is read off the keys and shapes: block count and type of `layer3` (depth), the grouped
-3x3 conv of `layer1.0` (ResNeXt groups and width), `conv_offset` keys (DCNv2), and `vfnet_cls`
-(number of classes).
+The weights come from `state_dict`, or with `ema=True` from mmengine's `ema_state_dict` (`module.`
+prefix stripped). The preset is read off the keys and shapes: block count and type of `layer3`
+(depth), the grouped 3x3 conv of `layer1.0` (ResNeXt groups and width), `conv_offset` keys (DCNv2),
+and `vfnet_cls` (number of classes).
 """
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -22,47 +21,24 @@ import torch
 from .checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint
 from .detector import VFNet
 from .presets import PRESETS, build_vfnet
+from .safe_pickle import safe_torch_load
 
-_INERT_MODULES = ("mmengine", "mmdet", "mmcv", "numpy")
-_GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
-
-
-class Opaque:
-    """Stand-in for a pickled object of a class we do not import; keeps its arguments as data."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-    def __setstate__(self, state):
-        self.state = state
+__all__ = ["convert_mmdet", "detect_preset", "safe_torch_load"]
 
 
-def safe_torch_load(path: Path) -> object:
-    """torch.load with weights_only=True, standing in `Opaque` for mm*/numpy globals; never runs code."""
-    inert: list[tuple[type, str]] = []
-    while True:
-        try:
-            with torch.serialization.safe_globals(inert):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = _GLOBAL_IN_ERROR.search(str(exc))
-            if found is None:  # damaged, or an unpickling step the safe loader does not allow
-                detail = str(exc).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
-                raise CheckpointError(f"{path}: not a PyTorch checkpoint that can be read safely ({detail})") from None
-            name = found.group(1)
-            if not name.startswith(tuple(m + "." for m in _INERT_MODULES)):
-                raise CheckpointError(f"{path}: refused: it references {name}, which loading could execute") from None
-            if (Opaque, name) in inert:  # the stand-in was not enough; do not loop forever
-                raise CheckpointError(f"{path}: cannot read {name} safely") from None
-            inert.append((Opaque, name))
-        except Exception as exc:  # a truncated file, a zip that is not torch's, random bytes ...
-            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def _state_dict_and_classes(checkpoint: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+def _state_dict_and_classes(checkpoint: object, path: Path, ema: bool = False) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a VFNet checkpoint (the file holds a {type(checkpoint).__name__}, not a dict)")
-    state = checkpoint.get("state_dict", checkpoint)
+    if ema:
+        state = checkpoint.get("ema_state_dict")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: --ema-state-dict: the file has no EMA weights ('ema_state_dict'); its keys: {', '.join(map(str, checkpoint))}")
+        # mmengine's averaged model: `module.<key>` per weight, plus its own `steps` counter
+        state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(k, str) and k.startswith("module.")}
+        if not state:
+            raise CheckpointError(f"{path}: --ema-state-dict: 'ema_state_dict' holds no module.* weights")
+    else:
+        state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a VFNet checkpoint ('state_dict' is a {type(state).__name__})")
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -113,8 +89,12 @@ def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
     return preset, {k: v for k, v in found.items() if v is not None and getattr(PRESETS[preset], k) != v}
 
 
-def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, fp16: bool = False) -> VFNet:
+def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, fp16: bool = False, ema: bool = False) -> VFNet:
     """Convert an official / mmdetection 2.x or 3.x VFNet checkpoint; returns the loaded model.
+
+    With `ema`, the weights are read from the file's `ema_state_dict` (mmengine EMAHook; an error if
+    absent) instead of `state_dict`. Note that mmengine's EMAHook swaps the two when saving, so in its
+    files `state_dict` already holds the averaged weights and `ema_state_dict` the raw training ones.
 
     Raises CheckpointError (with the missing / unexpected keys and shape mismatches) when the
     weights do not fit. Without `preset`, it is detected from the keys and shapes; with it, only the
@@ -123,7 +103,7 @@ def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, f
     src = Path(src)
     if not src.is_file():
         raise CheckpointError(f"{src}: no such file")
-    state, class_names = _state_dict_and_classes(safe_torch_load(src), src)
+    state, class_names = _state_dict_and_classes(safe_torch_load(src), src, ema=ema)
     if preset is None:
         preset, overrides = detect_preset(state)
     elif "bbox_head.vfnet_cls.weight" in state:

@@ -185,26 +185,26 @@ def run_openvino(args: argparse.Namespace) -> int:
 
 def run_trt(args: argparse.Namespace) -> int:
     """`trt`: no torch; TensorRT's absence, a missing GPU or a bad file is one line and exit 1."""
-    from vfnet.server.runtime.artifact import ModelLoadError, read_engine_sidecar
-    from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings, onnx_card
+    from vfnet.server.runtime.artifact import ModelLoadError
+    from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings
+    from vfnet.server.runtime.backends.tensorrt.cache import read_sidecar
 
     from .trt_export import chosen_profile, export_trt
 
     try:
-        profile = chosen_profile(onnx_card(args.onnx), args)
         engine = export_trt(
             args.onnx,
             args.out,
-            profile=profile,
+            profile_for=lambda card: chosen_profile(card, args),
             plugin_lib=args.plugin_lib,
             settings=BuilderSettings(int(args.workspace * (1 << 30)), args.builder_optimization_level, args.timing_cache, args.tf32),
             progress=progress,
         )
     except (ModelLoadError, ValueError) as exc:
         return failed(str(exc))
-    card, built = read_engine_sidecar(engine)
-    shapes = profile.shapes()
-    print(f"{engine}: {engine.stat().st_size / 1e6:.1f} MB built in {built['build_seconds']:.0f} s, TensorRT {built['tensorrt_version']} on "
-          f"{built['gpu_name']} ({built['compute_capability']}), {'tf32' if built['tf32'] and card.precision == 'fp32' else card.precision}, images {shapes['min']} .. {shapes['max']}; "
+    card, built = read_sidecar(engine)
+    shapes = built.profile.shapes()
+    print(f"{engine}: {engine.stat().st_size / 1e6:.1f} MB built in {built.build_seconds:.0f} s, TensorRT {built.tensorrt_version} on "
+          f"{built.gpu_name} ({built.compute_capability}), {'tf32' if built.tf32 and card.precision == 'fp32' else card.precision}, images {shapes['min']} .. {shapes['max']}; "
           f"manifest {engine.name}.json")  # fmt: skip
     return 0

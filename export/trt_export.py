@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from vfnet.server.runtime.artifact import ModelCard
 from vfnet.server.runtime.backends.tensorrt.build import BuilderSettings, build_engine, onnx_card, plugin_library, running_manifest
 from vfnet.server.runtime.backends.tensorrt.cache import Profile, default_profile, write_engine
-from vfnet.server.runtime.backends.tensorrt.preflight import require_preflight
 
 
 def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
@@ -28,17 +28,22 @@ def chosen_profile(card: ModelCard, args: argparse.Namespace) -> Profile:
 
 
 def export_trt(
-    onnx: Path, out: Path, *, profile: Profile | None = None, plugin_lib: Path | None = None, settings: BuilderSettings | None = None, progress=None
+    onnx: Path,
+    out: Path,
+    *,
+    profile_for: Callable[[ModelCard], Profile] = default_profile,
+    plugin_lib: Path | None = None,
+    settings: BuilderSettings | None = None,
+    progress=None,
 ) -> Path:
-    """Build the engine of `onnx` for `profile` (default: batches 1..8, canvases up to the model's
-    input size) with the builder `settings` (default BuilderSettings()) into `out`, its sidecar beside
-    it; returns `out`. A plugin graph needs `plugin_lib` or our built library. `progress(message)`,
-    when given, receives step messages.
+    """Build the engine of `onnx` for the profile `profile_for(card)` gives (default: batches 1..8,
+    canvases up to the model's input size) with the builder `settings` (default BuilderSettings())
+    into `out`, its sidecar beside it; returns `out`. A plugin graph needs `plugin_lib` or our built
+    library. `progress(message)`, when given, receives step messages.
     Raises ModelLoadError (a graph TensorRT's parser would refuse: preflight.py; no TensorRT, no GPU,
-    a bad file, a failed build)."""
-    card = onnx_card(onnx)
-    require_preflight(onnx)  # a graph TensorRT's parser would refuse is refused here, without TensorRT
-    profile = profile or default_profile(card)
+    a bad file, a failed build) or ValueError (a profile the card does not allow)."""
+    card = onnx_card(onnx)  # the pre-flight included
+    profile = profile_for(card)
     plugins = plugin_library(card, plugin_lib)
     settings = settings or BuilderSettings()
     manifest = running_manifest(onnx, card, profile, plugins, settings)

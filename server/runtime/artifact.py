@@ -205,6 +205,11 @@ def onnx_card(proto, source: str) -> ModelCard:
 
 def read_onnx_card(path: Path) -> ModelCard:
     """The card of an ONNX file, read with the onnx package without loading external weights."""
+    return onnx_card(load_onnx(path), str(path))
+
+
+def load_onnx(path: Path):
+    """An ONNX file as an onnx.ModelProto (external weights not loaded); ModelLoadError naming the problem."""
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     try:
@@ -215,7 +220,7 @@ def read_onnx_card(path: Path) -> ModelCard:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends
         raise ModelLoadError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-    return onnx_card(proto, str(path))
+    return proto
 
 
 # OpenVINO: the card is a section of the IR's rt_info.

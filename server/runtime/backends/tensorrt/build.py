@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...artifact import INPUTS, ModelCard, ModelLoadError, read_onnx_card, write_atomically
+from ...artifact import INPUTS, ModelCard, ModelLoadError, load_onnx, write_atomically
+from ...artifact import onnx_card as card_of
 from .cache import EngineCache, Manifest, Profile, default_profile, sha256_file, timing_cache_path
 from .preflight import require_preflight
 
@@ -37,10 +38,14 @@ DEFAULT_ENGINE_CACHE = Path.home() / ".cache" / "vfnet-serve" / "engines"
 
 
 def onnx_card(onnx_path: Path) -> ModelCard:
-    """The model card of an ONNX file to build an engine from (a detections graph)."""
-    card = read_onnx_card(onnx_path)
+    """The model card of an ONNX file to build an engine from: a detections graph that passes the
+    pre-flight (a graph TensorRT's parser would refuse is refused here, without TensorRT). The file
+    is read once for both."""
+    proto = load_onnx(onnx_path)
+    card = card_of(proto, str(onnx_path))
     if card.graph != "detections":
         raise ModelLoadError(f"{onnx_path}: a --raw graph (head outputs only); export the detections graph for an engine")
+    require_preflight(proto, source=str(onnx_path))
     return card
 
 
@@ -246,7 +251,6 @@ def prepare_engine(
     choice, else the function that builds it (minutes). Fast and strict: no TensorRT, no GPU or a bad
     file raise ModelLoadError here, before the server starts."""
     card = onnx_card(onnx_path)
-    require_preflight(onnx_path)  # a graph TensorRT's parser would refuse: refused before the server starts
     profile = default_profile(card, max_batch_size)
     plugins = plugin_library(card)
     settings = BuilderSettings(tf32=tf32)  # the defaults, and a timing cache beside the engines

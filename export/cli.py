@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   vfnet export onnx --weights demo.safetensors --out demo_int8.onnx --int8 --calibration photos/   # CPU int8
   vfnet export openvino --weights vfnet_r50.safetensors --out vfnet_r50_ir/          # CPU bf16: model.xml + .bin
   vfnet export trt --onnx vfnet_r50_fp16.onnx --out vfnet_r50_fp16.engine --max-batch 8 --timing-cache trt.cache
+  vfnet export onnx --weights vfnet_r50_fpn_mstrain_2x_coco --out r50.onnx    # a zoo name (`vfnet models`): pulled once
+  vfnet export trt --weights vfnet_r50_fpn_mstrain_2x_coco --out r50.engine   # from its cached ONNX export
 """
 
 
@@ -34,9 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     def target(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return targets.add_parser(name, help=summary, description=description, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
 
+    def zoo_flags(parser: argparse.ArgumentParser) -> None:
+        from vfnet.server.zoo.cli import add_zoo_flags
+
+        add_zoo_flags(parser)
+
     def from_checkpoint(parser: argparse.ArgumentParser, out_help: str, **out) -> None:
         """The arguments of every target made from a checkpoint."""
-        parser.add_argument("--weights", required=True, type=Path, help="vfnet-serve checkpoint (.safetensors)")
+        parser.add_argument("--weights", required=True, help="vfnet-serve checkpoint (.safetensors), or a zoo model name (pulled on first use)")
+        zoo_flags(parser)
         parser.add_argument("--out", required=True, type=Path, help=out_help, **out)
         parser.add_argument("--max-detections", type=int, metavar="N", help="detections per image K (default: the checkpoint's, 100)")
 
@@ -81,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         "write its model card and manifest (TensorRT version, GPU, hashes, profile) to ENGINE.json beside it.",
     )
     trt.set_defaults(run=run_trt)
-    trt.add_argument("--onnx", required=True, type=Path, help="an ONNX file from `vfnet export onnx` (standard or --plugin)")
+    source = trt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--onnx", type=Path, help="an ONNX file from `vfnet export onnx` (standard or --plugin)")
+    source.add_argument("--weights", metavar="NAME", help="a zoo model name: the engine is built from its cached ONNX export (made on first use)")
+    zoo_flags(trt)
     trt.add_argument("--out", required=True, type=Path, help="output .engine file")
     trt.add_argument("--plugin-lib", type=Path, help="TensorRT plugin library (default: build/plugins/libvfnet_trt_plugins.so when the graph needs it)")
     trt.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default 1)")
@@ -128,6 +139,7 @@ def failed(message: str, code: int = 1) -> int:
 def run_onnx(args: argparse.Namespace) -> int:
     """`onnx`: the standard, --fp16, --raw or --plugin graph, or with --int8 its quantized version."""
     from vfnet.model import CheckpointError, load_checkpoint
+    from vfnet.server.zoo.resolve import checkpoint_file
 
     if args.max_detections is not None and args.max_detections < 1:
         return failed("--max-detections must be at least 1", 2)
@@ -136,7 +148,7 @@ def run_onnx(args: argparse.Namespace) -> int:
     if args.int8 and (args.calibration is None or args.calibration_images < 1):
         return failed("--int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", 2)
     try:
-        model = load_checkpoint(args.weights)
+        model = load_checkpoint(checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress))
         if args.int8:
             from .int8 import calibration_images, export_int8
 
@@ -167,6 +179,7 @@ def run_openvino(args: argparse.Namespace) -> int:
     import importlib.util
 
     from vfnet.model import CheckpointError, load_checkpoint
+    from vfnet.server.zoo.resolve import checkpoint_file
 
     if importlib.util.find_spec("openvino") is None:
         return failed("vfnet export openvino needs OpenVINO: pip install 'vfnet-serve[export,openvino]'")
@@ -177,10 +190,20 @@ def run_openvino(args: argparse.Namespace) -> int:
     from .openvino_export import export_openvino
 
     try:
-        print(export_openvino(load_checkpoint(args.weights), args.out, max_detections=args.max_detections, progress=progress))
-    except CheckpointError as exc:
+        weights = checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress)
+        print(export_openvino(load_checkpoint(weights), args.out, max_detections=args.max_detections, progress=progress))
+    except (CheckpointError, ValueError) as exc:  # ValueError: a ZooError (unknown name, failed download)
         return failed(str(exc))
     return 0
+
+
+def zoo_onnx(name: str, zoo_file: str | None, mirror: str | None) -> Path:
+    """The cached ONNX export of the zoo model `name` (pulled and exported on first use)."""
+    from vfnet.server.zoo.resolve import is_model_name, served_file
+
+    if not is_model_name(name):
+        raise ValueError(f"trt --weights takes a zoo model name, not a file ({name}); export a checkpoint with `vfnet export onnx` and pass --onnx")
+    return served_file(name, "tensorrt", zoo_file=zoo_file, mirror=mirror, say=progress)
 
 
 def run_trt(args: argparse.Namespace) -> int:
@@ -192,8 +215,9 @@ def run_trt(args: argparse.Namespace) -> int:
     from .trt_export import chosen_profile, export_trt
 
     try:
+        onnx = args.onnx or zoo_onnx(args.weights, args.zoo, args.mirror)
         engine = export_trt(
-            args.onnx,
+            onnx,
             args.out,
             profile_for=lambda card: chosen_profile(card, args),
             plugin_lib=args.plugin_lib,

@@ -14,6 +14,8 @@ and `vfnet_cls` (number of classes).
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -23,7 +25,7 @@ from .detector import VFNet
 from .presets import PRESETS, build_vfnet
 from .safe_pickle import safe_torch_load
 
-__all__ = ["convert_mmdet", "detect_preset", "safe_torch_load"]
+__all__ = ["convert_mmdet", "detect_preset", "key_summary", "safe_torch_load"]
 
 
 def _state_dict_and_classes(checkpoint: object, path: Path, ema: bool = False) -> tuple[dict[str, torch.Tensor], list[str] | None]:
@@ -56,11 +58,21 @@ def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def key_summary(state: dict[str, torch.Tensor], limit: int = 12) -> str:
+    """What a state dict holds, for an error: tensors per module, the head's by layer, e.g.
+    "backbone.* 265, neck.* 16, bbox_head.atss_cls.* 2, bbox_head.atss_centerness.* 2, ..."
+    """
+    if not state:
+        return "no tensors at all"
+    groups = Counter(".".join(k.split(".")[:2]) if k.startswith(("bbox_head.", "rpn_head.", "roi_head.")) else k.split(".")[0] for k in state)
+    shown = [f"{group}.* {count}" for group, count in list(groups.items())[:limit]]
+    return ", ".join(shown) + (f", and {len(groups) - limit} more groups" if len(groups) > limit else "")
+
+
 def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
     """(preset name, VFNetConfig overrides) that fit the keys and shapes of an official state dict."""
     if "bbox_head.vfnet_cls.weight" not in state or "bbox_head.vfnet_reg_refine.weight" not in state:
-        sample = ", ".join(sorted(state)[:3]) or "no tensors at all"
-        raise CheckpointError(f"not a VFNet checkpoint: no bbox_head.vfnet_cls / vfnet_reg_refine weights (found {sample}, ...)")
+        raise CheckpointError(f"not a VFNet checkpoint: no bbox_head.vfnet_cls / vfnet_reg_refine weights; it holds {key_summary(state)}")
     if "backbone.layer1.0.conv2.weight" not in state:
         raise CheckpointError("unsupported backbone: no ResNet keys (backbone.layer1.0.conv2.weight); pass --preset")
     bottleneck = "backbone.layer1.0.conv3.weight" in state
@@ -89,12 +101,22 @@ def detect_preset(state: dict[str, torch.Tensor]) -> tuple[str, dict]:
     return preset, {k: v for k, v in found.items() if v is not None and getattr(PRESETS[preset], k) != v}
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, fp16: bool = False, ema: bool = False) -> VFNet:
     """Convert an official / mmdetection 2.x or 3.x VFNet checkpoint; returns the loaded model.
 
     With `ema`, the weights are read from the file's `ema_state_dict` (mmengine EMAHook; an error if
     absent) instead of `state_dict`. Note that mmengine's EMAHook swaps the two when saving, so in its
     files `state_dict` already holds the averaged weights and `ema_state_dict` the raw training ones.
+
+    The checkpoint's metadata records the source file's name and SHA-256 (`converted_from`, `source_sha256`).
 
     Raises CheckpointError (with the missing / unexpected keys and shape mismatches) when the
     weights do not fit. Without `preset`, it is detected from the keys and shapes; with it, only the
@@ -109,7 +131,7 @@ def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, f
     elif "bbox_head.vfnet_cls.weight" in state:
         overrides = {"num_classes": int(state["bbox_head.vfnet_cls.weight"].shape[0])}
     else:
-        raise CheckpointError(f"{src}: not a VFNet checkpoint: no bbox_head.vfnet_cls weights")
+        raise CheckpointError(f"{src}: not a VFNet checkpoint: no bbox_head.vfnet_cls weights; it holds {key_summary(state)}")
     try:
         model = build_vfnet(preset, **overrides)
     except ValueError as exc:
@@ -119,5 +141,6 @@ def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, f
     if class_names is not None:
         model.class_names = tuple(class_names)
     load_state_dict_strict(model, state, source=str(src))
-    save_checkpoint(model, dst, dtype=torch.float16 if fp16 else torch.float32, extra={"converted_from": src.name})
+    provenance = {"converted_from": src.name, "source_sha256": _sha256(src)}
+    save_checkpoint(model, dst, dtype=torch.float16 if fp16 else torch.float32, extra=provenance)
     return model

@@ -39,6 +39,13 @@ def models(argv: list[str]) -> int:
     return main(argv)
 
 
+def pull(argv: list[str]) -> int:
+    """download, verify and convert zoo models (or a .pth) into the cache; names then work as --model"""
+    from vfnet.server.zoo.cli import pull_main
+
+    return pull_main(argv)
+
+
 def data(argv: list[str]) -> int:
     """make a synthetic detection set in COCO format"""
     from vfnet.train.cli import data_main
@@ -70,7 +77,7 @@ def train(argv: list[str]) -> int:
 # The first group needs no torch (`pip install 'vfnet-serve[cpu]'`); the second makes models with it.
 GROUPS = {
     "serve and measure (no torch needed)": {"serve": serve, "loadtest": loadtest, "eval": evaluate, "data": data, "models": models},
-    "make models (torch)": {"convert-mmdet": convert_mmdet, "export": export, "train": train},
+    "make models (torch)": {"pull": pull, "convert-mmdet": convert_mmdet, "export": export, "train": train},
 }
 COMMANDS = {name: command for commands in GROUPS.values() for name, command in commands.items()}
 

@@ -29,6 +29,8 @@ from vfnet.server.coco import CocoDetection
 from vfnet.server.runtime import DetectionResult, Detector, ModelLoadError, load_detector
 from vfnet.server.runtime.backends import BACKEND_CHOICES, INFERENCE_PRECISIONS
 from vfnet.server.runtime.load import demo_model
+from vfnet.server.zoo.cli import add_zoo_flags
+from vfnet.server.zoo.resolve import served_file
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -105,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         description="COCO bbox metrics (pycocotools) of a model on a COCO-format set, computed on what the "
         "runtime serves (any backend). Prints one JSON object.",
         epilog="examples:\n  vfnet eval --data data/val                       # the bundled demo model\n"
-        "  vfnet eval --model demo.onnx --data data/val --results dets.json",
+        "  vfnet eval --model demo.onnx --data data/val --results dets.json\n"
+        "  vfnet eval --model vfnet_r50_fpn_1x_coco --data coco/val2017    # a zoo name: pulled and exported once",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, help="checkpoint, ONNX file or OpenVINO IR (default: the bundled demo model, ONNX unless --backend torch)")
+    parser.add_argument(
+        "--model",
+        help="checkpoint, ONNX file, OpenVINO IR or a zoo model name (pulled and exported on first use; "
+        "default: the bundled demo model, ONNX unless --backend torch)",
+    )
+    add_zoo_flags(parser)
     parser.add_argument("--data", required=True, help="folder with annotations.json and images")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
     parser.add_argument(
@@ -122,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle", action="store_true", help="score each detection by its IoU with the best ground truth of its class")
     args = parser.parse_args(argv)
     try:
-        detector = load_detector(args.model or demo_model(args.backend), backend=args.backend, precision=args.precision, max_pixels=None)
+        model = demo_model(args.backend) if args.model is None else served_file(args.model, args.backend, zoo_file=args.zoo, mirror=args.mirror)
+        detector = load_detector(model, backend=args.backend, precision=args.precision, max_pixels=None)
         with tqdm(unit="img", disable=None, file=sys.stderr) as bar:
             metrics = evaluate(detector, args.data, args.batch_size, args.oracle, args.results, progress=bar.update)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:

@@ -11,6 +11,10 @@ imports in top-level try/if/with blocks and class bodies, is "module level"):
 4. vfnet.export imports from vfnet.server.runtime only vfnet.server.runtime.artifact and
    vfnet.server.runtime.backends.tensorrt(.*), and never vfnet.server.app.
 5. vfnet.model and vfnet.server.runtime never import vfnet.trt_plugins at module level.
+6. vfnet.server.zoo (names, downloads, the cache) imports vfnet.model, vfnet.export and torch only
+   lazily (pulling converts, a first use exports; `vfnet models` and a cached model need no torch),
+   and never vfnet.server.app, vfnet.server.runtime or vfnet.train. The runtime never imports it
+   (rule 2); vfnet.export imports it only lazily, from its command line (rule 4).
 
 Relative imports are resolved against the file's package; `from P import name` counts as importing
 P.name when that module or package exists on disk, else as importing P. Literal dynamic imports
@@ -28,7 +32,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"vfnet.model": "model", "vfnet.export": "export", "vfnet.train": "train", "vfnet.server": "server", "vfnet.trt_plugins": "trt_plugins"}
 MODEL, EXPORT, TRAIN, PLUGINS = "vfnet.model", "vfnet.export", "vfnet.train", "vfnet.trt_plugins"
-RUNTIME, APP = "vfnet.server.runtime", "vfnet.server.app"
+RUNTIME, APP, ZOO = "vfnet.server.runtime", "vfnet.server.app", "vfnet.server.zoo"
 TORCH = ("torch", "torchvision")
 
 
@@ -104,17 +108,23 @@ def breaks(module: str, target: str, lazy: bool) -> list[int]:
     if _within(module, MODEL) and _within(target, "vfnet") and not _within(target, MODEL):
         rules.append(1)
     if _within(module, RUNTIME) and (
-        (not lazy and _within(target, *TORCH)) or _within(target, APP, EXPORT, TRAIN) or (_within(target, MODEL) and not (lazy and "torch_backend" in module))
+        (not lazy and _within(target, *TORCH))
+        or _within(target, APP, EXPORT, TRAIN, ZOO)
+        or (_within(target, MODEL) and not (lazy and "torch_backend" in module))
     ):
         rules.append(2)
     if _within(module, APP) and _within(target, MODEL, EXPORT, TRAIN, *TORCH):
         rules.append(3)
     if _within(module, EXPORT) and (
-        _within(target, APP) or (_within(target, RUNTIME) and not _within(target, f"{RUNTIME}.artifact", f"{RUNTIME}.backends.tensorrt"))
+        _within(target, APP)
+        or (_within(target, RUNTIME) and not _within(target, f"{RUNTIME}.artifact", f"{RUNTIME}.backends.tensorrt"))
+        or (_within(target, ZOO) and not (lazy and module == f"{EXPORT}.cli"))
     ):
         rules.append(4)
     if _within(module, MODEL, RUNTIME) and not lazy and _within(target, PLUGINS):
         rules.append(5)
+    if _within(module, ZOO) and (_within(target, APP, RUNTIME, TRAIN) or (not lazy and _within(target, MODEL, EXPORT, *TORCH))):
+        rules.append(6)
     return rules
 
 
@@ -142,7 +152,7 @@ def test_walk_found_the_packages():
     assert all(counts[p] > 2 for p in (EXPORT, TRAIN)), counts
 
 
-@pytest.mark.parametrize("rule", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("rule", [1, 2, 3, 4, 5, 6])
 def test_real_tree_keeps_rule(rule):
     found = [v for v in tree_violations() if v.endswith(f"(rule {rule})")]
     assert not found, "\n".join(found)
@@ -161,6 +171,8 @@ SYNTHETIC_KNOWN = {
     EXPORT,
     TRAIN,
     PLUGINS,
+    ZOO,
+    f"{ZOO}.pull",
     "vfnet.server",
 }
 
@@ -244,6 +256,23 @@ SYNTHETIC_KNOWN = {
             [f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 1)", f"{MODEL}.layers line 1: imports {PLUGINS} at module level (rule 5)"],
         ),
         (f"{TRAIN}.cli", "import torch\nfrom vfnet.server.app import main\nfrom vfnet.model import head\n", False, []),
+        (
+            f"{ZOO}.pull",
+            "import torch\ndef f():\n    from vfnet.model import head\n    import vfnet.server.runtime\nfrom vfnet.export import x\n",
+            False,
+            [
+                f"{ZOO}.pull line 1: imports torch at module level (rule 6)",
+                f"{ZOO}.pull line 4: imports {RUNTIME} lazily (rule 6)",
+                f"{ZOO}.pull line 5: imports {EXPORT} at module level (rule 6)",
+            ],
+        ),
+        (
+            f"{EXPORT}.onnx_export",
+            "def f():\n    from vfnet.server.zoo import pull\n",
+            False,
+            [f"{EXPORT}.onnx_export line 2: imports {ZOO}.pull lazily (rule 4)"],
+        ),
+        (f"{RUNTIME}.load", "def f():\n    import vfnet.server.zoo\n", False, [f"{RUNTIME}.load line 2: imports {ZOO} lazily (rule 2)"]),
     ],
 )
 def test_checker_catches_synthetic_violations(module, source, is_package, expected):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from vfnet.server.runtime import BackendOptions
 from vfnet.server.runtime.load import demo_model
+from vfnet.server.zoo import ZooError
+from vfnet.server.zoo.resolve import served_file
 
 from .logs import configure_logging
 from .settings import ServeSettings
@@ -18,6 +20,7 @@ from .settings import ServeSettings
 EXAMPLES = """examples:
   vfnet serve                                        # the bundled demo model on CPU, http://127.0.0.1:8000
   vfnet serve --model vfnet_r50.onnx --host 0.0.0.0 --max-batch-size 4
+  vfnet serve --model vfnet_r50_fpn_mstrain_2x_coco    # a zoo name (`vfnet models`): pulled and exported once
   VFNET_API_KEY=secret vfnet serve --model vfnet_r50.onnx   # every setting also reads VFNET_<NAME>
 
   curl -F image=@street.jpg 'http://127.0.0.1:8000/detect?score_threshold=0.4'
@@ -33,10 +36,13 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{field.description}{shown}")
 
 
-def resolve_model(settings: ServeSettings) -> Path:
-    """The model to serve: --model, else the bundled demo model (its ONNX export; the checkpoint for
-    --backend torch)."""
-    return settings.model if settings.model is not None else demo_model(settings.backend)
+def resolve_model(settings: ServeSettings, say) -> Path:
+    """The model to serve: --model (a file, or a zoo name: pulled and exported on first use, then
+    taken from the cache), else the bundled demo model (its ONNX export; the checkpoint for --backend torch)."""
+    if settings.model is None:
+        return demo_model(settings.backend)
+    zoo = None if settings.zoo is None else str(settings.zoo)
+    return served_file(settings.model, settings.backend, zoo_file=zoo, mirror=settings.mirror, say=say)
 
 
 def backend_options(settings: ServeSettings) -> BackendOptions:
@@ -73,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from .connections import guarded_protocol
     from .main import create_app, rejected_connection_logger
 
-    model = resolve_model(settings)
     log = logging.getLogger("vfnet.server")
     try:
+        model = resolve_model(settings, log.info)
         served = open_model(
             model,
             settings.backend,
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=settings.max_pixels,
             progress=log.info,
         )
-    except ModelLoadError as exc:
+    except (ModelLoadError, ZooError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if isinstance(served, PendingModel):

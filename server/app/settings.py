@@ -13,9 +13,19 @@ from vfnet.server.runtime.backends import BACKEND_CHOICES, BACKEND_NAMES, DEVICE
 
 
 class ServeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VFNET_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VFNET_", env_file=".env", extra="ignore", populate_by_name=True)
 
-    model: Path | None = Field(None, description="checkpoint, ONNX file or OpenVINO IR (.xml); default: the bundled demo model")
+    model: str | None = Field(
+        None,
+        description="checkpoint, ONNX file, OpenVINO IR (.xml), TensorRT engine, or a zoo model name (`vfnet models`), pulled and "
+        "exported on first use, then served from the cache; default: the bundled demo model",
+    )
+    zoo: Path | None = Field(None, description="a zoo file (JSON) adding to or replacing the built-in model names")
+    mirror: str | None = Field(
+        None,
+        validation_alias="VFNET_ZOO_MIRROR",  # the variable `vfnet pull` reads too
+        description="download zoo models from this http(s):// or file:// base instead (read from VFNET_ZOO_MIRROR)",
+    )
     backend: Literal[BACKEND_CHOICES] = Field("auto", description="auto (from the file) | " + " | ".join(BACKEND_NAMES))
     device: Literal[DEVICES] = Field("auto", description=" | ".join(DEVICES) + " (auto: CUDA when available)")
     precision: Literal[INFERENCE_PRECISIONS] = Field(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,12 @@ def test_vfnet_models_reports_a_bad_zoo_file(tmp_path):
     path = write_zoo(tmp_path, "{")
     done = run_models("--zoo", path)
     assert done.returncode == 2 and f"vfnet models: zoo file {path}: not JSON" in done.stderr
+
+
+def test_the_readme_table_is_the_catalog():
+    """README's "Pretrained COCO models" table: one row per official entry, its name, preset and AP."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Pretrained COCO models", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip(" `") for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| `")]
+    expected = [[e.name, e.preset, f"{e.ap_val:.1f} / {e.ap_test_dev:.1f}", f"vfnet serve --model {e.name}"] for e in OFFICIAL]
+    assert rows == expected

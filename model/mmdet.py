@@ -127,7 +127,10 @@ def convert_mmdet(src: str | Path, dst: str | Path, preset: str | None = None, f
         raise CheckpointError(f"{src}: no such file")
     state, class_names = _state_dict_and_classes(safe_torch_load(src), src, ema=ema)
     if preset is None:
-        preset, overrides = detect_preset(state)
+        try:
+            preset, overrides = detect_preset(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{src}: {exc}") from None
     elif "bbox_head.vfnet_cls.weight" in state:
         overrides = {"num_classes": int(state["bbox_head.vfnet_cls.weight"].shape[0])}
     else:

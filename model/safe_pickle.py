@@ -164,6 +164,7 @@ def safe_torch_load(path: Path) -> object:
         if found is not None:
             raise CheckpointError(f"{path}: refused: it references {_describe_global(found.group(1))}, which loading could execute") from None
         detail = str(exc).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint that can be read safely ({detail})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint that can be read safely (its pickle stream: {detail})") from None
     except Exception as exc:  # a truncated file, a zip that is not torch's, random bytes ...
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        first_sentence = str(exc).split(". ")[0]
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one ({type(exc).__name__}: {first_sentence})") from None

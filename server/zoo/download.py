@@ -74,11 +74,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _open(url: str, offset: int, timeout: float):
-    """The response for `url` from byte `offset` on (a Range request when offset > 0)."""
+    """The response for `url` from byte `offset` on (a Range request when offset > 0), or None
+    when the server cannot serve that range (416)."""
     headers = {"User-Agent": "vfnet-serve", **({"Range": f"bytes={offset}-"} if offset else {})}
     try:
         return urlopen(Request(url, headers=headers), timeout=timeout)
     except HTTPError as e:
+        if e.code == 416 and offset:  # the kept part is not a prefix the server can continue: start over
+            return None
         raise DownloadError(f"cannot download {url}: the server answered {e.code} {e.reason}") from None
     except URLError as e:
         if urlparse(url).scheme == "file":
@@ -96,8 +99,17 @@ def download(url: str, dest: Path, sha256: str, *, progress: bool = True, timeou
     offset = part.stat().st_size if part.is_file() else 0
     digest = _hash_of(part) if offset else hashlib.sha256()
     response = _open(url, offset, timeout)
+    if response is None:
+        part.unlink()
+        offset, digest, response = 0, hashlib.sha256(), _open(url, 0, timeout)
     with response:
-        if offset and getattr(response, "status", None) != 206:  # the server ignored the range: start over
+        resumed = offset and getattr(response, "status", None) == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            part.unlink()
+            raise DownloadError(
+                f"{url}: asked for bytes {offset}- the server sent {response.headers.get('Content-Range')!r}; the partial download was deleted, run again"
+            )
+        if offset and not resumed:  # the server ignored the range: start over
             offset, digest = 0, hashlib.sha256()
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None

@@ -85,9 +85,15 @@ class _Locked:
         self.lock.release()
 
 
+class UnusableCheckpoint(ZooError):
+    """A whole, verified file that is not a VFNet of the zoo entry's preset (or not a checkpoint at all)."""
+
+
 def _convert(source: Path, converted: Path, preset: str | None) -> None:
     """`vfnet convert-mmdet` into a temporary file, checked against `preset`, then renamed into place."""
     try:
+        from safetensors import SafetensorError
+
         from vfnet.model import CheckpointError, convert_mmdet
     except ImportError:
         raise ZooError(
@@ -97,23 +103,24 @@ def _convert(source: Path, converted: Path, preset: str | None) -> None:
     try:
         model = convert_mmdet(source, temporary)
         if preset is not None and model.preset != preset:
-            raise ZooError(f"{source.name} holds a {model.preset} network, but the zoo says {preset}: the zoo entry is wrong")
+            raise UnusableCheckpoint(f"{source.name} holds a {model.preset} network, but the zoo says {preset}: the zoo entry is wrong")
         os.replace(temporary, converted)
     except CheckpointError as e:
-        raise ZooError(str(e)) from None
-    except (OSError, RuntimeError) as e:  # a full disk while safetensors writes is a RuntimeError (SafetensorError)
+        raise UnusableCheckpoint(str(e)) from None
+    except (OSError, SafetensorError) as e:  # e.g. a full disk while safetensors writes
         raise ZooError(f"cannot write {converted}: {e}") from None
     finally:
         temporary.unlink(missing_ok=True)
 
 
 def _convert_or_forget(source: Path, converted: Path, preset: str) -> None:
-    """`_convert` a file in the cache; one that cannot be this entry is deleted (nothing unusable is kept)."""
+    """`_convert` a file in the cache; one that cannot be this entry is deleted (nothing unusable is
+    kept). A failure that is not the file's (no torch, a full disk) keeps it for the next try."""
     try:
         _convert(source, converted, preset)
-    except ZooError:
+    except UnusableCheckpoint as e:
         source.unlink(missing_ok=True)
-        raise
+        raise UnusableCheckpoint(f"{e}; the downloaded file was deleted") from None
 
 
 def pull(entry: ZooEntry, *, mirror: str | None = None, progress: bool = True, say: Callable[[str], None] = say_on_stderr) -> Pulled:

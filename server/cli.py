@@ -32,6 +32,13 @@ def evaluate(argv: list[str]) -> int:
     return main(argv)
 
 
+def predict(argv: list[str]) -> int:
+    """detections for many images and videos (folders, globs, lists, COCO files) to JSONL / COCO / Parquet; --ray for a cluster"""
+    from vfnet.server.predict.cli import main
+
+    return main(argv)
+
+
 def models(argv: list[str]) -> int:
     """the official VFNet checkpoints (and a --zoo file's): presets, AP, what is downloaded"""
     from vfnet.server.zoo.cli import main
@@ -76,7 +83,7 @@ def train(argv: list[str]) -> int:
 
 # The first group needs no torch (`pip install 'vfnet-serve[cpu]'`); the second makes models with it.
 GROUPS = {
-    "serve and measure (no torch needed)": {"serve": serve, "loadtest": loadtest, "eval": evaluate, "data": data, "models": models},
+    "serve and measure (no torch needed)": {"serve": serve, "predict": predict, "loadtest": loadtest, "eval": evaluate, "data": data, "models": models},
     "make models (torch)": {"pull": pull, "convert-mmdet": convert_mmdet, "export": export, "train": train},
 }
 COMMANDS = {name: command for commands in GROUPS.values() for name, command in commands.items()}

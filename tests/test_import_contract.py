@@ -15,6 +15,10 @@ imports in top-level try/if/with blocks and class bodies, is "module level"):
    lazily (pulling converts, a first use exports; `vfnet models` and a cached model need no torch),
    and never vfnet.server.app, vfnet.server.runtime or vfnet.train. The runtime never imports it
    (rule 2); vfnet.export imports it only lazily, from its command line (rule 4).
+7. vfnet.server.predict (bulk detection) runs the runtime as the service does: it never imports
+   vfnet.server.app, vfnet.model, vfnet.export, vfnet.train or torch; it imports ray only from
+   vfnet.server.predict.ray_job (the --ray job), and av and pyarrow only lazily elsewhere (a run over
+   images into .jsonl needs neither extra). The runtime, the app, the zoo and vfnet.export never import it.
 
 Relative imports are resolved against the file's package; `from P import name` counts as importing
 P.name when that module or package exists on disk, else as importing P. Literal dynamic imports
@@ -32,7 +36,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"vfnet.model": "model", "vfnet.export": "export", "vfnet.train": "train", "vfnet.server": "server", "vfnet.trt_plugins": "trt_plugins"}
 MODEL, EXPORT, TRAIN, PLUGINS = "vfnet.model", "vfnet.export", "vfnet.train", "vfnet.trt_plugins"
-RUNTIME, APP, ZOO = "vfnet.server.runtime", "vfnet.server.app", "vfnet.server.zoo"
+RUNTIME, APP, ZOO, PREDICT = "vfnet.server.runtime", "vfnet.server.app", "vfnet.server.zoo", "vfnet.server.predict"
 TORCH = ("torch", "torchvision")
 
 
@@ -125,6 +129,14 @@ def breaks(module: str, target: str, lazy: bool) -> list[int]:
         rules.append(5)
     if _within(module, ZOO) and (_within(target, APP, RUNTIME, TRAIN) or (not lazy and _within(target, MODEL, EXPORT, *TORCH))):
         rules.append(6)
+    if _within(module, PREDICT) and (
+        _within(target, APP, MODEL, EXPORT, TRAIN, *TORCH)
+        or (_within(target, "ray") and module != f"{PREDICT}.ray_job")
+        or (not lazy and _within(target, "av", "pyarrow") and module != f"{PREDICT}.ray_job")
+    ):
+        rules.append(7)
+    if _within(module, RUNTIME, APP, ZOO, EXPORT) and _within(target, PREDICT):
+        rules.append(7)
     return rules
 
 
@@ -152,7 +164,7 @@ def test_walk_found_the_packages():
     assert all(counts[p] > 2 for p in (EXPORT, TRAIN)), counts
 
 
-@pytest.mark.parametrize("rule", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("rule", [1, 2, 3, 4, 5, 6, 7])
 def test_real_tree_keeps_rule(rule):
     found = [v for v in tree_violations() if v.endswith(f"(rule {rule})")]
     assert not found, "\n".join(found)
@@ -173,6 +185,9 @@ SYNTHETIC_KNOWN = {
     PLUGINS,
     ZOO,
     f"{ZOO}.pull",
+    PREDICT,
+    f"{PREDICT}.local",
+    f"{PREDICT}.ray_job",
     "vfnet.server",
 }
 
@@ -273,6 +288,19 @@ SYNTHETIC_KNOWN = {
             [f"{EXPORT}.onnx_export line 2: imports {ZOO}.pull lazily (rule 4)"],
         ),
         (f"{RUNTIME}.load", "def f():\n    import vfnet.server.zoo\n", False, [f"{RUNTIME}.load line 2: imports {ZOO} lazily (rule 2)"]),
+        (
+            f"{PREDICT}.local",
+            "import pyarrow\ndef f():\n    import av, ray\n    import torch\n    from vfnet.server.app import x\n",
+            False,
+            [
+                f"{PREDICT}.local line 1: imports pyarrow at module level (rule 7)",
+                f"{PREDICT}.local line 3: imports ray lazily (rule 7)",
+                f"{PREDICT}.local line 4: imports torch lazily (rule 7)",
+                f"{PREDICT}.local line 5: imports {APP} lazily (rule 7)",
+            ],
+        ),
+        (f"{PREDICT}.ray_job", "import pyarrow\ndef f():\n    import ray.data\n", False, []),
+        (f"{APP}.main", "def f():\n    from vfnet.server.predict import records\n", False, [f"{APP}.main line 2: imports {PREDICT} lazily (rule 7)"]),
     ],
 )
 def test_checker_catches_synthetic_violations(module, source, is_package, expected):

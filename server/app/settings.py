@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vfnet.server.runtime.backends import BACKEND_CHOICES, BACKEND_NAMES, DEVICES, INFERENCE_PRECISIONS
+from vfnet.server.runtime.detector import DEFAULT_SCORE_THRESHOLD
 
 
 class ServeSettings(BaseSettings):
@@ -57,7 +58,7 @@ class ServeSettings(BaseSettings):
     body_timeout_s: float = Field(15.0, gt=0, description="408 when a request's body takes longer to arrive")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="431 and close beyond this many header bytes")
     max_connections: int = Field(256, ge=1, description="open connections; a request arriving beyond them gets 503")
-    default_score_threshold: float = Field(0.3, ge=0, le=1, description="score threshold when a request gives none")
+    default_score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0, le=1, description="score threshold when a request gives none")
 
     api_key: SecretStr | None = Field(None, description="when set, /detect, /v1/model and the /v2/models routes need header X-API-Key")
     cors_origins: list[str] = Field(

@@ -23,6 +23,7 @@ from .backends import Backend
 from .images import DEFAULT_MAX_PIXELS, PreparedImage, decode_image, image_pixels, make_batch, prepare_image
 
 ImageInput = bytes | Image.Image | np.ndarray
+DEFAULT_SCORE_THRESHOLD = 0.3  # what /detect and `vfnet predict` keep when not told otherwise
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class DetectionResult:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def as_json(self) -> list[dict]:
+        """The detections as /detect answers them and `vfnet predict` records them: box [x1, y1, x2, y2]
+        rounded to 0.01 px, score to 1e-5, class_id, class_name."""
+        return [
+            {"box": [round(float(v), 2) for v in box], "score": round(float(s), 5), "class_id": int(c), "class_name": n}
+            for box, s, c, n in zip(self.boxes, self.scores, self.labels, self.class_names)
+        ]
 
 
 @dataclass(frozen=True)

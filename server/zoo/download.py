@@ -92,7 +92,7 @@ def _open(url: str, offset: int, timeout: float):
 
 
 def download(url: str, dest: Path, sha256: str, *, progress: bool = True, timeout: float = 30.0) -> str:
-    """Fetch `url` into `dest` unless a whole, matching `dest` is there; returns its full SHA-256.
+    """Fetch `url` into `dest` (resuming `dest.part` when one is there); returns its full SHA-256.
     `sha256`: the leading hex digits (8 from a published file name, or all 64) it must start with."""
     part = dest.with_name(dest.name + ".part")
     writable_folder(dest.parent)

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from ..annotate import draw_detections
+from vfnet.server.runtime.annotate import draw_detections
+
 from ..budget import BudgetTimeout
 from ..errors import busy
 from ..schemas import DetectResponse, ModelSummary
@@ -104,10 +105,7 @@ async def detect(request: Request, service: ReadyService, query: Annotated[Detec
                 "height": r.height,
                 "frames": r.frames,
                 "first_frame_only": r.frames > 1,
-                "detections": [
-                    {"box": [round(float(v), 2) for v in box], "score": round(float(s), 5), "class_id": int(c), "class_name": n}
-                    for box, s, c, n in zip(r.boxes, r.scores, r.labels, r.class_names)
-                ],
+                "detections": r.as_json(),
             }
             for r in detections.results
         ],

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vfnet.server.runtime import DetectionResult
+from .detector import DetectionResult
 
 
 def class_colour(class_id: int) -> tuple[int, int, int]:

@@ -23,7 +23,7 @@ from vfnet.server.zoo.resolve import served_file
 
 from .local import PredictOptions, Summary, predict
 from .records import FORMATS, Journal, OutputError
-from .sources import SourceError, expand_sources
+from .sources import SourceError, expand_sources, is_uri
 
 EXAMPLES = """examples:
   vfnet predict photos/ --model vfnet_r50.onnx --out dets.jsonl            # a folder, recursively
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         sources = expand_sources(args.sources)
         if args.ray is None and args.out.lower().endswith(".json") and any(source.is_video for source in sources):
             raise ValueError("COCO results hold images, not video frames: write the videos' detections to .jsonl or .parquet")
+        if args.ray is None and is_uri(args.out):
+            raise ValueError(f"--out {args.out}: a local run writes a local file; write to a URI with --ray (Ray's writers)")
         if args.ray is not None and args.out.lower().endswith(".json"):
             raise ValueError("--ray writes a folder of JSON Lines or Parquet files: name --out with .jsonl, or .parquet (or no suffix) for Parquet")
     except (SourceError, ValueError) as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -38,7 +39,7 @@ from vfnet.server.runtime.images import DEFAULT_MAX_PIXELS, prepare_image
 
 from .local import PredictOptions
 from .records import is_json_lines, parquet_schema, record
-from .sources import Item, Source, read_items
+from .sources import Item, Source, is_uri, read_items
 
 INSTALL_RAY = "pip install 'vfnet-serve[ray]'"
 _PREPARED = pa.schema(
@@ -183,7 +184,8 @@ def build_dataset(ray, model: Path, args: argparse.Namespace, sources: Sequence[
             file=sys.stderr,
         )
     json_lines = is_json_lines(args.out)
-    load = {"backend": args.backend, "max_pixels": args.max_pixels, "device": args.device, "precision": args.precision}
+    threads = max(1, round(actor_cpus))  # the backend's threads: the CPUs the actor asked for, not the node's
+    load = {"backend": args.backend, "max_pixels": args.max_pixels, "device": args.device, "precision": args.precision, "intra_op_threads": threads}
     rows = [{"position": position, "path": source.path, "coco_id": source.image_id} for position, source in enumerate(sources, 1)]
     return (
         ray.data.from_items(rows)
@@ -260,7 +262,8 @@ def predict_on_ray(
         _quiet(ray)
         tally = ray.remote(num_cpus=0)(_Tally).remote()
         dataset = build_dataset(ray, model, args, sources, options, card or _read_card(model, args), tally)
-        _write(ray, dataset, str(args.out), cpu_share(ray.cluster_resources().get("CPU", 0.0), args.actors))
+        out = args.out if is_uri(args.out) else os.path.abspath(args.out)  # Ray's workers do not share the driver's working directory
+        _write(ray, dataset, out, cpu_share(ray.cluster_resources().get("CPU", 0.0), args.actors))
         rows, errors = ray.get(tally.totals.remote(), timeout=60)
     except Exception as e:
         print(f"vfnet predict: the Ray job failed: {_one_line(e)}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """What `vfnet predict SOURCE...` reads: SOURCE arguments expanded to files, files read as items.
 
 A SOURCE is an image or video file, a folder (searched recursively), a glob, `@list.txt` (one SOURCE
-per line) or a COCO annotation file (`.json` with an "images" list). Whether a file is an image or
+per line) or a COCO annotation file (`.json` with an "images" list). A file or folder may also be a
+URI of any file system pyarrow knows (`s3://bucket/photos/`, `gs://...`, `hdfs://...`, `file:///...`),
+listed and read through pyarrow.fs with the credentials of the machine that reads it. Whether a file is an image or
 a video is decided by its suffix alone (case-insensitive); a folder or glob keeps only files of
 those suffixes, while a file named directly with any other suffix is refused.
 
@@ -14,11 +16,14 @@ video is read. No torch.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -103,7 +108,7 @@ def expand_sources(arguments: Sequence[str]) -> list[Source]:
     seen: set[str] = set()
     for argument in arguments:
         for source in _expand(argument):
-            real = os.path.realpath(source.path)
+            real = source.path if is_uri(source.path) else os.path.realpath(source.path)
             if real not in seen:
                 seen.add(real)
                 sources.append(source)
@@ -113,7 +118,56 @@ def expand_sources(arguments: Sequence[str]) -> list[Source]:
 def _expand(argument: str) -> list[Source]:
     if argument.startswith("@"):
         return _expand_list(argument)
+    if is_uri(argument):
+        return _expand_uri(argument)
     return _expand_path(argument)
+
+
+def is_uri(text: str) -> bool:
+    """Whether `text` is a URI (`scheme://...`), not a local path."""
+    return re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", text) is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _file_system(root: str):
+    """(pyarrow FileSystem, its path of `root`) for a URI's `scheme://authority/`, made once per root
+    (an S3 file system looks up the bucket's region when it is made)."""
+    from pyarrow.fs import FileSystem
+
+    return FileSystem.from_uri(root)
+
+
+def _open_uri(uri: str):
+    """(file system, path in it) of a URI; pyarrow's errors (unknown scheme, no credentials) propagate."""
+    parts = urlsplit(uri)
+    file_system, root_path = _file_system(f"{parts.scheme}://{parts.netloc}/")
+    return file_system, root_path.rstrip("/") + "/" + parts.path.lstrip("/")
+
+
+def _expand_uri(argument: str) -> list[Source]:
+    try:
+        from pyarrow.fs import FileSelector, FileType
+
+        file_system, path = _open_uri(argument)
+        info = file_system.get_file_info(path)
+        if info.type == FileType.Directory:
+            found = file_system.get_file_info(FileSelector(path, recursive=True))
+    except ImportError:
+        raise SourceError(f"{argument}: URIs are read through pyarrow: {INSTALL_PYAV}") from None
+    except Exception as e:  # pyarrow's ArrowInvalid (unknown scheme), OSError (no such bucket, no credentials)
+        raise SourceError(f"{argument}: {_one_line(str(e))}") from None
+    if info.type == FileType.File:
+        if not _is_media(path):
+            raise SourceError(f"{argument}: a URI must name an image, a video or a folder (COCO and list files are read from local paths)")
+        return [Source(argument)]
+    if info.type != FileType.Directory:
+        raise SourceError(f"{argument}: no such file or folder")
+    base = argument.rstrip("/")
+    names = [f.path[len(path.rstrip("/")) + 1 :] for f in found if f.type == FileType.File]
+    names = [name for name in names if _is_media(name) and not any(part.startswith(".") for part in name.split("/"))]
+    if not names:
+        raise SourceError(f"{argument}: no image or video file below this folder")
+    return [Source(f"{base}/{name}") for name in sorted(names, key=lambda name: tuple(name.split("/")))]
 
 
 def _expand_path(argument: str) -> list[Source]:
@@ -215,12 +269,25 @@ def read_items(source: Source, every: int = 1, max_frames: int | None = None) ->
 
 def _read_image(source: Source) -> Iterator[Item]:
     try:
-        with open(source.path, "rb") as f:
-            data = f.read()
-    except OSError as e:
+        if is_uri(source.path):
+            file_system, path = _open_uri(source.path)
+            with file_system.open_input_stream(path) as f:
+                data = f.read()
+        else:
+            with open(source.path, "rb") as f:
+                data = f.read()
+    except OSError as e:  # pyarrow raises OSError (FileNotFoundError, ...) too
         yield Item(source, None, None, None, error=f"cannot read: {_describe(e)}")
         return
     yield Item(source, None, None, data)
+
+
+def _open_video(av, source: Source):
+    """A PyAV container of a local file, or of a URI through a pyarrow random-access file."""
+    if not is_uri(source.path):
+        return av.open(source.path)
+    file_system, path = _open_uri(source.path)
+    return av.open(file_system.open_input_file(path))
 
 
 def _read_video(source: Source, every: int, max_frames: int | None) -> Iterator[Item]:
@@ -230,7 +297,7 @@ def _read_video(source: Source, every: int, max_frames: int | None) -> Iterator[
         yield Item(source, None, None, None, error=f"cannot decode videos without PyAV: {INSTALL_PYAV}")
         return
     try:
-        container = av.open(source.path)
+        container = _open_video(av, source)
     except OSError as e:  # PyAV's FileNotFoundError, PermissionError, IsADirectoryError: the file, not its content
         yield Item(source, None, None, None, error=f"cannot read: {_describe(e)}")
         return

@@ -79,7 +79,8 @@ def test_parquet_output_holds_the_same_records(folder, tiny_onnx, tmp_path):
     images = [str(p) for p in sorted(folder.glob("good*"))] + [str(folder / "broken.jpg")]
     local_out = tmp_path / "local.parquet"
     assert main([*images, "--model", str(tiny_onnx), "--out", str(local_out)]) == 1
-    args = build_parser().parse_args([*images, "--model", str(tiny_onnx), "--out", str(tmp_path / "ray.parquet"), "--ray", "--actors", "1"])
+    out = f"file://{tmp_path / 'ray.parquet'}"  # a URI, through Ray's writer
+    args = build_parser().parse_args([*images, "--model", str(tiny_onnx), "--out", out, "--ray", "--actors", "1"])
     try:
         assert predict_on_ray("auto", tiny_onnx, args, expand_sources(args.sources), _options(args), num_cpus=2) == 1
     finally:

@@ -241,3 +241,25 @@ def test_without_pyav_a_video_is_an_error_item_saying_what_to_install(tmp_path, 
     (item,) = read_items(Source(str(tmp_path / "clip.mp4")))
     assert (item.frame, item.data) == (None, None)
     assert item.error == "cannot decode videos without PyAV: pip install 'vfnet-serve[predict]'"
+
+
+def test_uris_are_listed_and_read_through_pyarrow_file_systems(tree, scenes):
+    pytest.importorskip("pyarrow")
+    write_video(tree / "sub" / "c.mp4", scenes[:3])
+    root = f"file://{os.path.abspath('data')}"
+    found = paths(expand_sources([root + "/"]))
+    assert found == [f"{root}/{p}" for p in ("a.PNG", "b.jpg", "sub/c.mp4", "sub/clip.MOV", "sub/deeper/e.webp", "sub-2/d.jpeg")]
+    assert paths(expand_sources([f"{root}/b.jpg", f"{root}/b.jpg", "data/b.jpg"])) == [f"{root}/b.jpg", "data/b.jpg"]
+    [image] = read_items(Source(f"{root}/b.jpg"))
+    assert image.data == b"b.jpg" and image.error is None
+    frames = list(read_items(Source(f"{root}/sub/c.mp4")))
+    local = list(read_items(Source("data/sub/c.mp4")))
+    assert [f.frame for f in frames] == [0, 1, 2] and all(np.array_equal(a.data, b.data) for a, b in zip(frames, local))
+    [missing] = read_items(Source(f"{root}/gone.jpg"))
+    assert missing.data is None and missing.error.startswith("cannot read")
+    with pytest.raises(SourceError, match="no such file or folder"):
+        expand_sources([f"{root}/nothing/"])
+    with pytest.raises(SourceError, match="a URI must name an image, a video or a folder"):
+        expand_sources([f"{root}/notes.txt"])
+    with pytest.raises(SourceError, match="nosuch://bucket/x"):
+        expand_sources(["nosuch://bucket/x"])

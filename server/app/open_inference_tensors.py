@@ -47,6 +47,8 @@ OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "classes")
 NO_EFFECT = ("priority", "timeout", "sequence_id", "sequence_start", "sequence_end")  # Triton's reserved
 HEADER_LENGTH = "Inference-Header-Content-Length"
 VERSION = "1"  # every served model has this one version
+TRITON_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "INT32": "TYPE_INT32"}  # protocol datatype -> ModelConfig's
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "tensorrt": "tensorrt_plan", "torch": "pytorch_libtorch"}
 
 
 @dataclass(frozen=True)
@@ -258,4 +260,32 @@ def model_metadata(model_name: str, platform: str, class_names: list[str], param
         "outputs": [{"name": name, "datatype": datatype, "shape": OUTPUT_SHAPES[name]} for name, datatype in OUTPUTS.items()],
         "class_names": class_names,
         "parameters": parameters,
+    }
+
+
+def model_config(model_name: str, backend: str, max_batch_size: int, max_batch_delay_ms: float, queue_size: int) -> dict:
+    """The JSON form of Triton's ModelConfig for our model (Triton's model configuration extension,
+    `GET /v2/models/{name}/config`, and the ModelConfig call over gRPC): what perf_analyzer and
+    tritonclient's get_model_config read.
+
+    max_batch_size is 0 although the server batches: in Triton's terms a request's batch is its own
+    [N] images, and the batching across requests happens inside our server. With max_batch_size > 0
+    Triton's clients take the first dimension of every input as the batch and strip it, so `images`
+    ([-1]) would become a tensor of shape [], and perf_analyzer would send nothing usable.
+    The dynamic_batching block describes the batcher that exists: up to `max_batch_size` images a
+    backend call, `max_batch_delay_ms` of waiting for company, `queue_size` images queued at most."""
+    return {
+        "name": model_name,
+        "platform": PLATFORMS.get(backend, backend),
+        "backend": backend,
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": 0,
+        "input": [{"name": INPUT, "data_type": TRITON_TYPES["BYTES"], "format": "FORMAT_NONE", "dims": [-1]}],
+        "output": [{"name": name, "data_type": TRITON_TYPES[datatype], "dims": OUTPUT_SHAPES[name]} for name, datatype in OUTPUTS.items()],
+        "dynamic_batching": {
+            "preferred_batch_size": [max_batch_size],
+            "max_queue_delay_microseconds": round(max_batch_delay_ms * 1000),
+            "default_queue_policy": {"max_queue_size": queue_size},
+        },
+        "instance_group": [{"name": model_name, "count": 1, "kind": "KIND_CPU" if backend in ("onnxruntime", "openvino") else "KIND_AUTO"}],
     }

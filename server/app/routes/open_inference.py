@@ -144,7 +144,7 @@ def served_model(request: Request, name: str, version: str | None = None) -> Ser
 
 @router.get("", summary="Server metadata", responses={200: {"description": "name, version, extensions"}})
 async def server_metadata(request: Request) -> JSONResponse:
-    return JSONResponse({"name": "vfnet-serve", "version": request.app.version, "extensions": ["binary_tensor_data"]})
+    return JSONResponse({"name": "vfnet-serve", "version": request.app.version, "extensions": ["binary_tensor_data", "model_configuration"]})
 
 
 @router.get("/health/live", summary="Liveness (as /healthz)", responses={503: ERRORS[503]})
@@ -174,6 +174,13 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> J
         "max_batch_size": settings.max_batch_size,
     }
     return JSONResponse(tensors.model_metadata(card.preset, service.detector.loaded.backend, list(card.class_names), defaults))
+
+
+async def _model_config(request: Request, name: str, version: str | None) -> JSONResponse:
+    service = served_model(request, name, version)
+    settings = service.settings
+    config = tensors.model_config(name, service.detector.loaded.backend, settings.max_batch_size, settings.max_batch_delay_ms, settings.queue_size)
+    return JSONResponse(config)
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
@@ -214,6 +221,16 @@ async def model_ready(request: Request, name: ModelName) -> JSONResponse:
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness of a version", **MODEL)
 async def model_version_ready(request: Request, name: ModelName, version: ModelVersion) -> JSONResponse:
     return await _model_ready(request, name, version)
+
+
+@router.get("/models/{name}/config", summary="Model configuration (Triton's extension, as perf_analyzer reads it)", **MODEL)
+async def model_config(request: Request, name: ModelName) -> JSONResponse:
+    return await _model_config(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/config", summary="Model configuration of a version", **MODEL)
+async def model_version_config(request: Request, name: ModelName, version: ModelVersion) -> JSONResponse:
+    return await _model_config(request, name, version)
 
 
 @router.post("/models/{name}/infer", summary="Detect objects in N encoded images", **INFER)

@@ -97,7 +97,7 @@ def test_health_and_metadata_name_the_model_its_tensors_and_classes(demo):
     c = client(demo)
     assert c.is_server_live() and c.is_server_ready()
     assert c.is_model_ready(MODEL) and c.is_model_ready(MODEL, "1")
-    assert c.get_server_metadata() == {"name": "vfnet-serve", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    assert c.get_server_metadata() == {"name": "vfnet-serve", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_configuration"]}
     metadata = c.get_model_metadata(MODEL)
     v1 = httpx.get(f"{demo.url}/v1/model").json()
     assert metadata["name"] == v1["preset"] == MODEL and metadata["versions"] == ["1"] and metadata["platform"] == "onnxruntime"
@@ -110,6 +110,31 @@ def test_health_and_metadata_name_the_model_its_tensors_and_classes(demo):
     ]
     assert metadata["class_names"] == v1["class_names"]
     assert c.get_model_metadata(MODEL, "1") == metadata
+
+
+def test_the_model_configuration_is_tritons_as_its_clients_read_it(demo):
+    """GET /v2/models/{name}/config: Triton's ModelConfig in JSON, with max_batch_size 0 (a request's
+    [N] images are its batch; a positive one would make Triton's clients strip `images`' only dim)."""
+    config = client(demo).get_model_config(MODEL)
+    assert config["name"] == MODEL and config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 0
+    assert config["input"] == [{"name": "images", "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [-1]}]
+    assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
+        ("boxes", "TYPE_FP32", [-1, -1, 4]),
+        ("scores", "TYPE_FP32", [-1, -1]),
+        ("class_ids", "TYPE_INT32", [-1, -1]),
+        ("num_detections", "TYPE_INT32", [-1]),
+    ]
+    batching = config["dynamic_batching"]  # the server's batcher: Server(max_batch_size=8), the default delay and queue
+    assert batching == {"preferred_batch_size": [8], "max_queue_delay_microseconds": 0, "default_queue_policy": {"max_queue_size": 64}}
+    assert client(demo).get_model_config(MODEL, "1") == config
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    parsed = json_format.ParseDict(config, model_config_pb2.ModelConfig())  # every field is one of Triton's, of its type
+    assert parsed.max_batch_size == 0 and parsed.input[0].data_type == model_config_pb2.TYPE_STRING and list(parsed.output[0].dims) == [-1, -1, 4]
+    for path in ("/v2/models/other/config", f"/v2/models/{MODEL}/versions/2/config"):
+        reply = httpx.get(demo.url + path)
+        assert reply.status_code == 404 and reply.json()["error"].startswith(("unknown model 'other'", f"model {MODEL!r} has no version '2'"))
 
 
 def test_binary_and_json_tensors_give_detects_detections(demo, scenes):

@@ -20,7 +20,7 @@ THIRD_PARTY ?= $(firstword $(wildcard $(abspath ../shared/third_party) /work/sha
 PLUGIN_BUILD := build/plugins
 TEST_WORKERS ?= 2
 
-.PHONY: test serve venv demo-onnx clean plugins plugins-check gpu-check device-check device-check-standin cuda-toolchain docker-lint docker-smoke
+.PHONY: test serve venv demo-onnx grpc-code clean plugins plugins-check gpu-check device-check device-check-standin cuda-toolchain docker-lint docker-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: $(STAMP) plugins
 # runs it with ONNX Runtime without torch. `make demo-onnx` makes it again from the checkpoint.
 demo-onnx: $(STAMP)
 	$(BIN)/vfnet export onnx --weights $(DEMO) --out $(DEMO_ONNX) --fp16-storage
+
+# The Python code of the gRPC service's .proto files (server/app/grpc/*_pb2*.py, committed), made
+# again with the dev extra's pinned grpcio-tools; tests/server/app/test_grpc_code.py checks they match.
+grpc-code: $(STAMP)
+	$(BIN)/python -m vfnet.server.app.grpc.generate
 
 serve: $(SERVE_STAMP)
 	$(BIN)/vfnet serve

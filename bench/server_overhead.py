@@ -65,7 +65,9 @@ def test_images(count: int = 8, shapes=((384, 512),)) -> list[bytes]:
 
 
 def start_server(model: Path, threads: int, max_batch: int, **settings) -> tuple[subprocess.Popen, str]:
-    """A `vfnet serve` process on a free loopback port, ready; `settings` become VFNET_* variables."""
+    """A `vfnet serve` process on a free loopback port, ready; `settings` become VFNET_* variables
+    (no gRPC unless `grpc_port` is given: two benchmark servers must not both take 8001)."""
+    settings.setdefault("grpc_port", 0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

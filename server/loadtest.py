@@ -1,9 +1,9 @@
 """`vfnet loadtest`: put a running service under load with Locust's HTTP client and check latency targets.
 
-Each request carries one image: a raw image body to /detect (`--protocol detect`, the default), or
-an Open Inference Protocol request with the image as binary tensor data to
-/v2/models/<model>/infer (`--protocol v2`, the model's name read from /v1/model), through the same
-service and batcher.
+Each request carries one image: a raw image body to /detect (`--protocol detect`, the default), an
+Open Inference Protocol request with the image as binary tensor data to /v2/models/<model>/infer
+(`--protocol v2`), or a ModelInfer call of KServe v2 over gRPC (`--protocol v2-grpc`, to
+--grpc-target), through the same service and batcher (loadtest_protocols.py says how).
 
 Two modes:
 - `--rate R` (open loop): request i is due at start + i/R, evenly spaced, and is sent when it is due
@@ -20,7 +20,7 @@ that follow is counted, whenever its answer comes: after the window, the generat
 then as transport errors ("timeout").
 
 The report (one line on stdout, the whole in --out, default .loadtest/loadtest.json):
-  protocol, endpoint    "detect" or "v2", and the path the requests went to
+  protocol, endpoint    "detect", "v2" or "v2-grpc", and the path (or rpc) the requests went to (grpc_target: where)
   mode                  "rate" or "concurrency"
   offered_rate_rps      R (null in concurrency mode)
   sent, sent_rate_rps   requests sent in the window, and per second of it
@@ -29,7 +29,7 @@ The report (one line on stdout, the whole in --out, default .loadtest/loadtest.j
   skipped_at_cap        arrivals in the window not sent because --max-in-flight requests were in flight
   transport_errors      requests sent that got no HTTP answer (connection refused or reset, timeout, ...);
                         transport_error_kinds counts them by kind
-  status_codes          the HTTP answers by status, e.g. {"200": 95, "503": 5}
+  status_codes          the HTTP answers by status, e.g. {"200": 95, "503": 5} (gRPC: {"OK": 95, "RESOURCE_EXHAUSTED": 5})
   latency_ms            p50, p90, p95, p99, mean, max of the successful (2xx) answers
   latency_ms_by_status  the same for each status, e.g. latency_ms_by_status["503"]
   error_rate            (non-2xx answers + transport errors) / sent
@@ -60,9 +60,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vfnet.server.loadtest_protocols import default_grpc_target, requests_for
+
 EXAMPLES = """examples:
   vfnet loadtest --url http://127.0.0.1:8000 --rate 4 --duration 30 --p99-ms 800 --max-error-rate 0.01
   vfnet loadtest --url http://127.0.0.1:8000 --protocol v2 --rate 4 --duration 30 --p99-ms 800
+  vfnet loadtest --url http://127.0.0.1:8000 --protocol v2-grpc --grpc-target 127.0.0.1:8001 --concurrency 8 --duration 30
   vfnet loadtest --url http://127.0.0.1:8000 --images photos/ --concurrency 8 --duration 60 --plot load.png
 """
 
@@ -108,18 +111,20 @@ class Sample:
 
     at_s: float  # when it was due, seconds from the window's start
     latency_ms: float  # from when it was due to its answer (or to giving up on it)
-    status: int  # HTTP status; 0 when no HTTP answer came
-    error: str | None = None  # the transport error's kind when no HTTP answer came
+    status: int | str  # HTTP status (gRPC: the status code's name); 0 when no answer came
+    error: str | None = None  # the transport error's kind when no answer came
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        return self.status == "OK" or (isinstance(self.status, int) and 200 <= self.status < 300)
 
 
 def transport_error_kind(error: BaseException | None) -> str:
     """Why a request got no HTTP answer: "timeout", or the exception's name (ConnectionRefusedError, ...)."""
     import gevent
 
+    if isinstance(error, str):
+        return error  # already a kind (gRPC calls: loadtest_protocols.Answer)
     error = getattr(error, "original", None) or error  # geventhttpclient wraps a timeout in RetriesExceeded
     return "timeout" if isinstance(error, (TimeoutError, gevent.Timeout)) else type(error).__name__
 
@@ -154,7 +159,7 @@ class LoadGenerator:
         response = self.session.post(self.path, data=data, headers={**self.headers, **body_headers}, name=self.path)
         if measured:
             del self.unanswered[number]
-            status = int(response.status_code or 0)
+            status = response.status_code or 0
             error = None if status else transport_error_kind(getattr(response, "error", None))
             self.samples.append(Sample(due - self.window_start, (time.perf_counter() - due) * 1000, status, error))
 
@@ -215,14 +220,19 @@ class LoadGenerator:
 
 def run_load(url: str, bodies, path: str, headers: dict, args) -> tuple[LoadGenerator, float]:
     """Run the load of `args` (rate or concurrency, warm-up, window, drain). Returns (the generator, drain s)."""
-    from locust.contrib.fasthttp import FastHttpSession  # imports gevent and monkey-patches this process
-    from locust.event import EventHook
+    deadline = args.warmup + args.duration + args.drain_timeout  # the drain is the deadline
+    if args.protocol == "v2-grpc":
+        from vfnet.server.loadtest_protocols import GrpcSession
 
-    pool_size = args.max_in_flight if args.rate is not None else args.concurrency
-    session = FastHttpSession(
-        url, request_event=EventHook(), user=None, concurrency=pool_size, max_retries=0,
-        connection_timeout=10.0, network_timeout=args.warmup + args.duration + args.drain_timeout,  # the drain is the deadline
-    )  # fmt: skip
+        session = GrpcSession(args.grpc_target, deadline)
+    else:
+        from locust.contrib.fasthttp import FastHttpSession  # imports gevent and monkey-patches this process
+        from locust.event import EventHook
+
+        pool_size = args.max_in_flight if args.rate is not None else args.concurrency
+        session = FastHttpSession(
+            url, request_event=EventHook(), user=None, concurrency=pool_size, max_retries=0, connection_timeout=10.0, network_timeout=deadline
+        )
     generator = LoadGenerator(session, bodies, path, headers, time.perf_counter(), args.warmup, args.duration)
     if args.rate is not None:
         group, waited = generator.open_loop(args.rate, args.max_in_flight)
@@ -332,10 +342,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     parser.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to wait after the window for its last answers (default 60)")
-    protocols = "detect: raw image bodies to /detect (default); v2: Open Inference Protocol requests (binary tensors)"
-    parser.add_argument("--protocol", choices=("detect", "v2"), default="detect", help=protocols)
+    protocols = "detect: raw image bodies to /detect (default); v2: Open Inference Protocol requests (binary tensors); v2-grpc: ModelInfer over gRPC"
+    parser.add_argument("--protocol", choices=("detect", "v2", "v2-grpc"), default="detect", help=protocols)
     parser.add_argument("--endpoint", help="path and query (default /detect, or /v2/models/<model>/infer), e.g. '/detect?score_threshold=0.5'")
-    parser.add_argument("--api-key", help="sent as X-API-Key")
+    parser.add_argument("--grpc-target", help="v2-grpc: HOST:PORT of the gRPC port (default: --url's host, port 8001)")
+    parser.add_argument("--api-key", help="sent as X-API-Key (gRPC: metadata x-api-key)")
     parser.add_argument("--p50-ms", type=float)
     parser.add_argument("--p95-ms", type=float)
     parser.add_argument("--p99-ms", type=float)
@@ -350,14 +361,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def served_model(url: str, headers: dict) -> str:
-    """The served model's name (its preset), from /v1/model (raises OSError when unreachable)."""
-    import urllib.request
-
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/model", headers=headers), timeout=10) as response:
-        return json.loads(response.read())["preset"]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     images = load_images(args.images) if args.images else [(data, "image/jpeg") for data in synthetic_images()]
@@ -366,21 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     url = args.url.rstrip("/")
-    if args.protocol == "v2":
-        from vfnet.server.app.open_inference_tensors import binary_request
-
-        bodies = [binary_request([data]) for data, _ in images]
-    else:
-        bodies = [(data, {"Content-Type": media_type}) for data, media_type in images]
-    if args.endpoint is None:
-        try:
-            args.endpoint = "/detect" if args.protocol == "detect" else f"/v2/models/{served_model(url, headers)}/infer"
-        except OSError as exc:
-            print(f"error: cannot read the served model's name from {url}/v1/model: {exc}", file=sys.stderr)
-            return 2
+    args.grpc_target = args.grpc_target or default_grpc_target(url)
+    try:
+        bodies, args.endpoint = requests_for(args.protocol, images, url, headers, args.endpoint)
+    except OSError as exc:
+        print(f"error: cannot read the served model's name from {url}/v1/model: {exc}", file=sys.stderr)
+        return 2
 
     generator, drain_s = run_load(url, bodies, args.endpoint, headers, args)
-    report = {"protocol": args.protocol, "endpoint": args.endpoint, **build_report(args, generator, drain_s)}
+    target = {"grpc_target": args.grpc_target} if args.protocol == "v2-grpc" else {}
+    report = {"protocol": args.protocol, "endpoint": args.endpoint, **target, **build_report(args, generator, drain_s)}
     missed = missed_targets(args, report)
     report["targets"] = {"p50_ms": args.p50_ms, "p95_ms": args.p95_ms, "p99_ms": args.p99_ms, "max_error_rate": args.max_error_rate}
     report["missed"] = missed

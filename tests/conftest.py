@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# No test's server binds the default gRPC port (8001): the two pytest-xdist workers' servers would
+# collide on it. Servers and in-process apps inherit this; tests/server/app/test_grpc.py asks for a free port.
+os.environ.setdefault("VFNET_GRPC_PORT", "0")
+
 
 def _cuda_gpu() -> bool:
     try:

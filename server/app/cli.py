@@ -1,4 +1,4 @@
-"""`vfnet serve`: run the HTTP service with uvicorn."""
+"""`vfnet serve`: run the HTTP service with uvicorn (and KServe v2 over gRPC beside it, in its lifespan)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from vfnet.server.zoo.resolve import served_file
 
 from .logs import configure_logging
 from .settings import ServeSettings
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app could not start (e.g. a port taken)
 
 EXAMPLES = """examples:
   vfnet serve                                        # the bundled demo model on CPU, http://127.0.0.1:8000
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, frame: None)
     app = create_app(settings, served)
     protocol = guarded_protocol(settings.header_timeout_s, settings.max_header_bytes, settings.max_connections, rejected_connection_logger(app.state.metrics))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -123,4 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,  # our own access log carries the request id
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
-    return 0
+
+    class Server(uvicorn.Server):
+        """uvicorn's server (as uvicorn.run makes it), which on SIGTERM / SIGINT also starts the gRPC
+        server's drain, so that both protocols drain at once, each for graceful_shutdown_s."""
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            if app.state.grpc is not None:
+                app.state.grpc.begin_drain()
+
+    server = Server(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE

@@ -7,6 +7,7 @@ until that is done. A model that takes minutes to make (a TensorRT engine build)
 with {"status": "building_engine", "detail": ...} until it is made and warmed up. Requests flow: upload limits -> decode under the pixel budget, in threads ->
 dynamic batcher -> one backend call per batch in the inference thread -> per-request filters.
 Every response carries an X-Request-ID, and every request is logged as one access-log record.
+With settings.grpc_port the lifespan also serves KServe v2 over gRPC (grpc/server.py) on the same service.
 """
 
 from __future__ import annotations
@@ -121,11 +122,18 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if settings.grpc_port:
+            from .grpc.server import GrpcServer  # grpc is imported only by a server that serves it
+
+            app.state.grpc = GrpcServer(app)
+            await app.state.grpc.start()  # a port that cannot be bound fails the start, as HTTP's does
         starting = asyncio.create_task(start(app))
         try:
             yield
         finally:
             starting.cancel()
+            if app.state.grpc is not None:
+                await app.state.grpc.stop()  # its calls in flight finish first (the drain began at SIGTERM)
             if app.state.service is not None:
                 await app.state.service.stop()
 
@@ -138,6 +146,7 @@ def create_app(settings: ServeSettings, model: Detector | PendingModel) -> FastA
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.grpc = None  # the gRPC server (grpc/server.py) while the lifespan runs, when settings.grpc_port
     app.state.pending = model if isinstance(model, PendingModel) else None
     app.include_router(router)
     default_openapi = app.openapi

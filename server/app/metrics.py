@@ -14,6 +14,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("vfnet_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.grpc_requests = Counter("vfnet_grpc_requests", "gRPC calls by method and status code", ["method", "code"], registry=r)
         self.request_seconds = Histogram("vfnet_request_duration_seconds", "Total request time", ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_seconds = Histogram("vfnet_queue_duration_seconds", "Time images wait for a batch", buckets=LATENCY_BUCKETS, registry=r)
         self.inference_seconds = Histogram("vfnet_inference_duration_seconds", "Backend call time per batch", buckets=LATENCY_BUCKETS, registry=r)

@@ -84,11 +84,11 @@ def read_request(body: bytes, header_length: str | None, max_images: int) -> Inf
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise unprocessable("id must be a string")
-    images = _images(request.get("inputs"), binary, max_images)
+    images = input_images(request.get("inputs"), binary, max_images)
     parameters = request.get("parameters", {})
     if not isinstance(parameters, dict):
         raise unprocessable("parameters must be an object")
-    return InferRequest(request_id, images, _options(parameters), _outputs(request.get("outputs"), parameters))
+    return InferRequest(request_id, images, detect_options(parameters), requested_outputs(request.get("outputs"), parameters))
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -100,7 +100,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[: int(header_length)], body[int(header_length) :]
 
 
-def _images(inputs, binary: bytes, max_images: int) -> list[bytes]:
+def input_images(inputs, binary: bytes, max_images: int) -> list[bytes]:
     if not isinstance(inputs, list) or not inputs:
         raise unprocessable(f"inputs must be a list holding the one input {INPUT!r}")
     names = [tensor.get("name") if isinstance(tensor, dict) else None for tensor in inputs]
@@ -157,7 +157,7 @@ def _json_images(data) -> list[bytes]:
     return images
 
 
-def _options(parameters: dict) -> DetectOptions:
+def detect_options(parameters: dict) -> DetectOptions:
     unknown = sorted(set(parameters) - set(OPTIONS) - set(NO_EFFECT) - {"binary_data_output"})
     if unknown:
         raise unprocessable(f"unknown parameters {', '.join(unknown)}; this model takes {', '.join(OPTIONS)}")
@@ -182,7 +182,7 @@ def _options(parameters: dict) -> DetectOptions:
     return DetectOptions(number("score_threshold", float), number("iou_threshold", float), number("max_detections", int), classes)
 
 
-def _outputs(requested, parameters: dict) -> dict[str, bool]:
+def requested_outputs(requested, parameters: dict) -> dict[str, bool]:
     """Requested output -> binary; every output (binary if binary_data_output) when none is named."""
     all_binary = parameters.get("binary_data_output", False)
     if not isinstance(all_binary, bool):

@@ -41,6 +41,9 @@ class ServeSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="port of KServe v2 over gRPC (GRPCInferenceService and grpc.health.v1), on the same host; 0: no gRPC"
+    )
 
     max_batch_size: int = Field(8, ge=1, le=256, description="images per backend call, and per request")
     max_batch_delay_ms: float = Field(0.0, ge=0, description="extra wait for company; 0: batch whatever queued while the model was busy")
@@ -49,7 +52,7 @@ class ServeSettings(BaseSettings):
         1000.0, gt=0, description="503 at once for a request whose estimated wait (images ahead x measured seconds per image) exceeds this"
     )
     request_timeout_s: float = Field(30.0, gt=0, description="a request waiting longer gets 504; a backend call running longer marks the worker stuck")
-    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="413 beyond this many request bytes")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="413 beyond this many request bytes (gRPC: the largest message)")
     max_pixels: int = Field(50_000_000, ge=1, description="413 for an image with more pixels (checked from its header)")
     pixel_budget: int | None = Field(
         None, ge=1, description="decoded pixels in flight across requests (default decode_threads x max_pixels); beyond it requests wait, then 503"
@@ -60,7 +63,9 @@ class ServeSettings(BaseSettings):
     max_connections: int = Field(256, ge=1, description="open connections; a request arriving beyond them gets 503")
     default_score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0, le=1, description="score threshold when a request gives none")
 
-    api_key: SecretStr | None = Field(None, description="when set, /detect, /v1/model and the /v2/models routes need header X-API-Key")
+    api_key: SecretStr | None = Field(
+        None, description="when set, /detect, /v1/model and the /v2/models routes need header X-API-Key (gRPC: metadata x-api-key)"
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description='allowed origins; a flag takes them comma-separated, the variable as JSON, e.g. ["https://app.example.com"] or ["*"]'
     )

@@ -72,13 +72,14 @@ def image() -> str:
 
 
 class Container:
-    """`podman run -d` of `image` on the host network, bound to 127.0.0.1:<free port>."""
+    """`podman run -d` of `image` on the host network, bound to 127.0.0.1:<free port> (HTTP) and
+    127.0.0.1:<another free port> (gRPC)."""
 
     def __init__(self, image: str, name: str, **settings: str):
-        self.name, self.port = name, free_port()
+        self.name, self.port, self.grpc_port = name, free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         podman("rm", "-f", name, check=False)
-        env = {"VFNET_HOST": "127.0.0.1", "VFNET_PORT": str(self.port), "VFNET_INTRA_OP_THREADS": "2"}
+        env = {"VFNET_HOST": "127.0.0.1", "VFNET_PORT": str(self.port), "VFNET_GRPC_PORT": str(self.grpc_port), "VFNET_INTRA_OP_THREADS": "2"}
         env |= {f"VFNET_{key.upper()}": value for key, value in settings.items()}
         podman("run", "-d", "--name", name, "--network", "host", *(f"--env={k}={v}" for k, v in env.items()), image)
 
@@ -193,6 +194,29 @@ def test_detections_in_the_container_are_the_runtimes_outside_it(container, scen
         assert_same_detections(response.json()["results"][0]["detections"], jpeg)
 
 
+def test_grpc_in_the_container_answers_health_and_infer_like_detect(container, scene_jpegs):
+    """The image serves KServe v2 over gRPC too: grpc.health.v1 says SERVING (what a Kubernetes gRPC
+    probe asks), and ModelInfer's detections are /detect's."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from vfnet.server.app.grpc import inference_pb2_grpc
+    from vfnet.server.app.grpc.tensors import infer_request
+
+    with grpc.insecure_channel(f"127.0.0.1:{container.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        model = httpx.get(f"{container.url}/v1/model", timeout=5).json()["preset"]
+        answer = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(model, [scene_jpegs[0]]), timeout=60)
+    outputs = {tensor.name: (tensor, raw) for tensor, raw in zip(answer.outputs, answer.raw_output_contents)}
+    count = int(np.frombuffer(outputs["num_detections"][1], "<i4")[0])
+    served = detect(container.url, scene_jpegs[0]).json()["results"][0]["detections"]
+    assert count == len(served) > 0
+    boxes = np.frombuffer(outputs["boxes"][1], "<f4").reshape(list(outputs["boxes"][0].shape))[0, :count]  # [N, K, 4] -> image 0's rows
+    np.testing.assert_allclose(boxes, [d["box"] for d in served], atol=1e-3)
+    np.testing.assert_array_equal(np.frombuffer(outputs["class_ids"][1], "<i4")[:count], [d["class_id"] for d in served])
+
+
 def test_sigterm_during_requests_loses_none_and_exits_0_in_time(image, scene_jpegs):
     """Concurrent requests are in flight (received, queued behind the batch worker) when podman sends
     SIGTERM: every one gets its detections, and the process exits 0 well within the graceful-
@@ -242,11 +266,11 @@ def test_sigterm_during_requests_loses_none_and_exits_0_in_time(image, scene_jpe
 def test_compose_runs_the_cpu_service_with_the_same_probes(image, scene_jpegs, tmp_path):
     """`podman-compose --profile cpu up -d vfnet-cpu` on compose.yaml (plus an override for the host network,
     bound to 127.0.0.1), the probes, then `down`."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     override = tmp_path / "compose.smoke.yaml"
     override.write_text(
         "services:\n  vfnet-cpu:\n    network_mode: host\n    environment:\n"
-        f"      VFNET_HOST: 127.0.0.1\n      VFNET_PORT: '{port}'\n      VFNET_INTRA_OP_THREADS: '2'\n"
+        f"      VFNET_HOST: 127.0.0.1\n      VFNET_PORT: '{port}'\n      VFNET_GRPC_PORT: '{grpc_port}'\n      VFNET_INTRA_OP_THREADS: '2'\n"
     )
     compose = ["podman-compose", "--profile", "cpu", "-f", str(ROOT / "compose.yaml"), "-f", str(override)]
     up = subprocess.run([*compose, "up", "-d", "--no-build", "vfnet-cpu"], cwd=ROOT, capture_output=True, text=True, timeout=180)

@@ -67,15 +67,16 @@ def routes() -> set[str]:
     return {route.path for router in (operations.router, detection.router) for route in router.routes}
 
 
-def test_everything_listens_on_the_services_port():
-    port = SETTINGS.port
+def test_everything_listens_on_the_services_ports():
+    port, grpc_port = SETTINGS.port, ServeSettings.model_fields["grpc_port"].default  # the field's: the tests' environment turns gRPC off
     for name, path in DOCKERFILES.items():
-        assert dockerfile_env(path)["VFNET_PORT"] == str(port), name
-        assert [args.strip() for keyword, args in final_stage(path) if keyword == "EXPOSE"] == [str(port)], name
+        assert (dockerfile_env(path)["VFNET_PORT"], dockerfile_env(path)["VFNET_GRPC_PORT"]) == (str(port), str(grpc_port)), name
+        assert [args.strip() for keyword, args in final_stage(path) if keyword == "EXPOSE"] == [f"{port} {grpc_port}"], name
     for name, service in SERVICES.items():
-        assert [mapping.rsplit(":", 1)[1] for mapping in service["ports"]] == [str(port)], name
-    assert CONTAINER["ports"] == [{"name": "http", "containerPort": port}]
-    assert K8S["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+        assert [mapping.rsplit(":", 1)[1] for mapping in service["ports"]] == [str(port), str(grpc_port)], name
+    assert CONTAINER["ports"] == [{"name": "http", "containerPort": port}, {"name": "grpc", "containerPort": grpc_port}]
+    assert {"name": "VFNET_GRPC_PORT", "value": str(grpc_port)} in CONTAINER["env"]
+    assert [(p["name"], p["targetPort"]) for p in K8S["Service"]["spec"]["ports"]] == [("http", "http"), ("grpc", "grpc")]
     assert INFERENCE_SERVICE["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] == port
     prometheus = yaml.safe_load((ROOT / "docker" / "monitoring" / "prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]

@@ -81,6 +81,26 @@ def server(tiny_onnx):
     srv.stop()
 
 
+def in_threads(work, count: int, timeout_s: float = 120) -> list:
+    """work(0) .. work(count - 1) at once, one thread each: their results, or the exception each raised
+    (every thread is joined; one still running after `timeout_s` is an AssertionError)."""
+    results: list = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            results[index] = work(index)
+        except Exception as exc:  # returned: the test asserts on it
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout_s)
+    assert not any(thread.is_alive() for thread in threads), f"a call was still running after {timeout_s:g} s"
+    return results
+
+
 def encode(image: Image.Image | np.ndarray, fmt: str = "JPEG", **options) -> bytes:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)

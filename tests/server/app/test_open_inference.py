@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from vfnet.train.synth import render_image
 
-from .conftest import Server, encode
+from .conftest import Server, encode, in_threads
 
 MODEL = "vfnet_r18_demo"
 OUTPUTS = ("boxes", "scores", "class_ids", "num_detections")
@@ -262,26 +262,16 @@ def test_api_key_body_pixel_and_time_limits(strict, photo_like_images):
 
 def test_concurrent_mixed_protocols_share_the_batcher_and_each_gets_its_own_answer(demo, scenes):
     expected = {i: detect(demo, [scenes[i]])[0] for i in range(4)}
-    answers: dict[int, object] = {}
 
-    def work(index: int) -> None:
+    def work(index: int) -> tuple[int, object]:
         scene = index % 4
-        try:
-            if index % 3 == 0:
-                answers[index] = (scene, detect(demo, [scenes[scene]])[0])
-            else:
-                tensors = infer(demo, [scenes[scene]], binary=index % 3 == 1)
-                answers[index] = (scene, tensors)
-        except Exception as exc:  # recorded: fails below
-            answers[index] = exc
+        if index % 3 == 0:
+            return scene, detect(demo, [scenes[scene]])[0]
+        return scene, infer(demo, [scenes[scene]], binary=index % 3 == 1)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]  # 6 images: never a full batch ahead
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert len(answers) == 6 and not [a for a in answers.values() if isinstance(a, Exception)], answers
-    for scene, answer in answers.values():
+    answers = in_threads(work, 6)  # 6 images: never a full batch ahead
+    assert not [a for a in answers if isinstance(a, Exception)], answers
+    for scene, answer in answers:
         if isinstance(answer, list):
             assert answer == expected[scene]
         else:

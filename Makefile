@@ -126,7 +126,15 @@ $(DEPLOY_STAMP): docker/tools.txt
 # Offline checks: hadolint on both Dockerfiles, compose.yaml against the compose spec, and the
 # Kubernetes manifests with kubernetes-validate --strict, as kustomize renders them (without
 # kubectl, file by file; the KServe InferenceService is a CRD: only warned about).
-docker-lint: $(DEPLOY_STAMP)
+# promtool (Prometheus' rule checker and rule unit tester) from Debian's prometheus package, unpacked
+# here, never installed or started: apt-get download into a temporary folder, then a rename.
+PROMTOOL := $(DEPLOY_TOOLS)/prometheus/usr/bin/promtool
+$(PROMTOOL):
+	rm -rf $(DEPLOY_TOOLS)/prometheus.part && mkdir -p $(DEPLOY_TOOLS)/prometheus.part
+	cd $(DEPLOY_TOOLS)/prometheus.part && apt-get download prometheus && dpkg -x prometheus_*.deb . && rm prometheus_*.deb
+	rm -rf $(DEPLOY_TOOLS)/prometheus && mv $(DEPLOY_TOOLS)/prometheus.part $(DEPLOY_TOOLS)/prometheus
+
+docker-lint: $(DEPLOY_STAMP) $(PROMTOOL)
 	$(DEPLOY_TOOLS)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 	$(DEPLOY_TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 	@mkdir -p build
@@ -135,6 +143,9 @@ docker-lint: $(DEPLOY_STAMP)
 	else echo "docker-lint: no kubectl here, so the kustomization is not rendered; validating its files one by one"; \
 		$(DEPLOY_TOOLS)/bin/kubernetes-validate --strict --quiet $$(ls docker/k8s/*.yaml | grep -v kustomization); fi
 	$(DEPLOY_TOOLS)/bin/kubernetes-validate --strict docker/k8s/kserve/inferenceservice.yaml
+	$(PROMTOOL) check config --syntax-only docker/monitoring/prometheus.yml
+	$(PROMTOOL) check rules docker/monitoring/rules/*.yml
+	cd tests/docker && $(PROMTOOL) test rules vfnet-quality.promtest.yml
 
 # The CPU image for real under podman (docker/podman/prepare.sh installs podman, buildah and runc
 # where missing and makes the base images, cached per machine): build docker/Dockerfile.cpu, run it,

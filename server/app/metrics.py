@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .quality import QualityMetrics
 from .schemas import ModelSummary
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
@@ -25,6 +26,7 @@ class Metrics:
         self.pixels_in_flight = Gauge("vfnet_pixels_in_flight", "Decoded pixels reserved in the pixel budget", registry=r)
         self.seconds_per_image = Gauge("vfnet_seconds_per_image", "Measured backend seconds per image (the wait estimate)", registry=r)
         self.model_info = Gauge("vfnet_model_info", "The served model (value 1)", list(ModelSummary.model_fields), registry=r)
+        self.quality = QualityMetrics.register(r)  # vfnet_top_score, vfnet_detections_per_image (see quality.py)
 
     def set_model(self, summary: ModelSummary) -> None:
         self.model_info.labels(**summary.model_dump()).set(1)

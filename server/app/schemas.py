@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from vfnet.server.runtime import Detector
 
+from .quality import QUALITY_METRICS, SCORE_MEANINGS
 from .settings import ServeSettings
 
 
@@ -64,6 +65,8 @@ class ModelMetadata(ModelSummary):
         description="what the scores are: iacs (VFNet's IoU-aware classification score) or cls_x_centerness (sigmoid(cls) x sigmoid(centerness), the ablation's FCOS/ATSS variant)",
         examples=["iacs"],
     )
+    score_meaning: str = Field(..., description="what a score says, in words: for iacs, the model's estimate of the IoU of the box with its object")
+    quality_metrics: str = Field(..., description="where the label-free localisation-quality metrics are (per class top score and detections per image)")
     default_score_threshold: float = Field(..., description="used when a request gives no score_threshold")
     default_iou_threshold: float
     max_batch_size: int
@@ -79,6 +82,8 @@ class ModelMetadata(ModelSummary):
             max_detections=card.max_detections,
             score_floor=card.score_threshold,
             score=card.score,
+            score_meaning=SCORE_MEANINGS[card.score],
+            quality_metrics=QUALITY_METRICS,
             default_score_threshold=settings.default_score_threshold,
             default_iou_threshold=card.iou_threshold,
             max_batch_size=settings.max_batch_size,

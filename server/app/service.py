@@ -126,6 +126,8 @@ class Service:
         with self._admission():
             job = self.batcher.submit(images, iou, request_id)
         results = await self._wait_for(job, self.settings.request_timeout_s - (decoded - started), disconnected)
+        # before this request's filters, so that what a client asks does not change the quality metrics
+        self.metrics.quality.record(results, self.settings.default_score_threshold, counts=iou == self.detector.card.iou_threshold)
         score = self.settings.default_score_threshold if options.score_threshold is None else options.score_threshold
         results = [self.detector.select(r, score, options.max_detections, options.classes) for r in results]
         finished = time.perf_counter()

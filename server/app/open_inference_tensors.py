@@ -20,8 +20,9 @@ Each comes back as JSON `data` (flattened, row-major) or, when asked with `"para
 little-endian bytes after the JSON header.
 
 Request parameters: score_threshold, iou_threshold, max_detections, classes (comma-separated class
-names, or a list of them); Triton's reserved ones (priority, timeout, sequence_*) are accepted and
-have no effect. Any other parameter is refused (422), as a misspelt option should be.
+names, or a list of them); Triton's reserved ones (priority, timeout, sequence_*, headers, and any
+name starting with `triton_`, e.g. perf_analyzer's triton_enable_empty_final_response over gRPC) are
+accepted and have no effect. Any other parameter is refused (422), as a misspelt option should be.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ OUTPUTS = {"boxes": "FP32", "scores": "FP32", "class_ids": "INT32", "num_detecti
 OUTPUT_SHAPES = {"boxes": [-1, -1, 4], "scores": [-1, -1], "class_ids": [-1, -1], "num_detections": [-1]}
 NUMPY = {"FP32": np.dtype("<f4"), "INT32": np.dtype("<i4")}
 OPTIONS = ("score_threshold", "iou_threshold", "max_detections", "classes")
-NO_EFFECT = ("priority", "timeout", "sequence_id", "sequence_start", "sequence_end")  # Triton's reserved
+NO_EFFECT = ("priority", "timeout", "sequence_id", "sequence_start", "sequence_end", "headers")  # Triton's reserved
+RESERVED_PREFIX = "triton_"  # Triton reserves every parameter name with it
 HEADER_LENGTH = "Inference-Header-Content-Length"
 VERSION = "1"  # every served model has this one version
 TRITON_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "INT32": "TYPE_INT32"}  # protocol datatype -> ModelConfig's
@@ -158,7 +160,7 @@ def _json_images(data) -> list[bytes]:
 
 
 def detect_options(parameters: dict) -> DetectOptions:
-    unknown = sorted(set(parameters) - set(OPTIONS) - set(NO_EFFECT) - {"binary_data_output"})
+    unknown = sorted(name for name in set(parameters) - set(OPTIONS) - set(NO_EFFECT) - {"binary_data_output"} if not name.startswith(RESERVED_PREFIX))
     if unknown:
         raise unprocessable(f"unknown parameters {', '.join(unknown)}; this model takes {', '.join(OPTIONS)}")
 

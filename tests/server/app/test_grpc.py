@@ -168,6 +168,9 @@ def test_the_filters_are_detects(served, scenes):
     message.parameters["score_threshold"].double_param, message.parameters["max_detections"].int64_param = 0.4, 3
     message.parameters["classes"].string_param = query["classes"]
     http_v2.assert_same_as_detect(tensors_of(stub(served).ModelInfer(message, timeout=120)), expected)
+    # Triton's reserved parameters, as perf_analyzer sends them over gRPC, change nothing
+    message.parameters["triton_enable_empty_final_response"].bool_param, message.parameters["priority"].uint64_param = False, 1
+    http_v2.assert_same_as_detect(tensors_of(stub(served).ModelInfer(message, timeout=120)), expected)
 
 
 def test_every_client_error_is_invalid_argument_with_the_http_words(served, scenes):

@@ -131,7 +131,8 @@ $(DEPLOY_STAMP): docker/tools.txt
 PROMTOOL := $(DEPLOY_TOOLS)/prometheus/usr/bin/promtool
 $(PROMTOOL):
 	rm -rf $(DEPLOY_TOOLS)/prometheus.part && mkdir -p $(DEPLOY_TOOLS)/prometheus.part
-	cd $(DEPLOY_TOOLS)/prometheus.part && apt-get download prometheus && dpkg -x prometheus_*.deb . && rm prometheus_*.deb
+	cd $(DEPLOY_TOOLS)/prometheus.part && { apt-get download -qq prometheus || { apt-get update -qq && apt-get download -qq prometheus; }; } \
+		&& dpkg -x prometheus_*.deb . && rm prometheus_*.deb
 	rm -rf $(DEPLOY_TOOLS)/prometheus && mv $(DEPLOY_TOOLS)/prometheus.part $(DEPLOY_TOOLS)/prometheus
 
 docker-lint: $(DEPLOY_STAMP) $(PROMTOOL)

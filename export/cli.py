@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   vfnet export onnx --weights vfnet_r50.safetensors --out vfnet_r50_plugin.onnx --plugin # StarDeformConv nodes
   vfnet export onnx --weights demo.safetensors --out demo_int8.onnx --int8 --calibration photos/   # CPU int8
   vfnet export openvino --weights vfnet_r50.safetensors --out vfnet_r50_ir/          # CPU bf16: model.xml + .bin
+  vfnet export openvino --weights vfnet_r50.safetensors --out vfnet_r50_int8/ --int8 --calibration photos/   # CPU int8 (VNNI, AMX)
   vfnet export trt --onnx vfnet_r50_fp16.onnx --out vfnet_r50_fp16.engine --max-batch 8 --timing-cache trt.cache
   vfnet export onnx --weights vfnet_r50_fpn_mstrain_2x_coco --out r50.onnx    # a zoo name (`vfnet models`): pulled once
   vfnet export trt --weights vfnet_r50_fpn_mstrain_2x_coco --out r50.engine   # from its cached ONNX export
@@ -67,13 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each star deformable convolution as one StarDeformConv node (our TensorRT plugin, domain trt.plugins); "
         "runs on CPU with the plugin's host build (make plugins)",
     )
-    onnx.add_argument(
-        "--int8",
-        action="store_true",
-        help="int8 convolutions (static QDQ, for ONNX Runtime on the CPU), calibrated on --calibration images; the rest stays float32",
-    )
-    onnx.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
-    onnx.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")
+    int8_flags(onnx, "int8 convolutions (static QDQ, for ONNX Runtime on the CPU), calibrated on --calibration images; the rest stays float32")
     openvino = target(
         "openvino",
         "an OpenVINO IR (DIR/model.xml + model.bin): the whole contract, NMS included, for CPUs (bfloat16 where they have it)",
@@ -82,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     openvino.set_defaults(run=run_openvino)
     from_checkpoint(openvino, "output folder (model.xml and model.bin are written in it)", metavar="DIR")
+    int8_flags(
+        openvino,
+        "int8 through NNCF's post-training quantization (MIXED preset, full bias correction; the decoding and NMS tail stays float), "
+        "calibrated on --calibration images: for CPUs with VNNI or AMX; the rest runs in bf16 where the CPU has it. Needs nncf (the export extra)",
+    )
     trt = target(
         "trt",
         "a TensorRT engine from one of our ONNX files (needs TensorRT and a GPU)",
@@ -136,6 +136,22 @@ def failed(message: str, code: int = 1) -> int:
     return code
 
 
+def int8_flags(parser: argparse.ArgumentParser, help: str) -> None:
+    """--int8 and its calibration flags, the same for every target that quantizes."""
+    parser.add_argument("--int8", action="store_true", help=help)
+    parser.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
+    parser.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")
+
+
+def int8_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the --int8 flags given, or None."""
+    if not args.int8 and args.calibration is not None:
+        return "--calibration is for --int8"
+    if args.int8 and (args.calibration is None or args.calibration_images < 1):
+        return "--int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1"
+    return None
+
+
 def run_onnx(args: argparse.Namespace) -> int:
     """`onnx`: the standard, --fp16, --raw or --plugin graph, or with --int8 its quantized version."""
     from vfnet.model import CheckpointError, load_checkpoint
@@ -145,8 +161,8 @@ def run_onnx(args: argparse.Namespace) -> int:
         return failed("--max-detections must be at least 1", 2)
     if args.int8 and (args.fp16 or args.raw or args.plugin):
         return failed("--int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", 2)
-    if args.int8 and (args.calibration is None or args.calibration_images < 1):
-        return failed("--int8 needs --calibration DIR (images like those to be served) and --calibration-images >= 1", 2)
+    if int8_problem(args):
+        return failed(int8_problem(args), 2)
     try:
         model = load_checkpoint(checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress))
         if args.int8:
@@ -187,12 +203,24 @@ def run_openvino(args: argparse.Namespace) -> int:
         return failed("--max-detections must be at least 1", 2)
     if args.out.exists() and not args.out.is_dir():
         return failed(f"--out {args.out} is a file; give a folder (model.xml and model.bin go in it)", 2)
+    if int8_problem(args):
+        return failed(int8_problem(args), 2)
+    if args.int8 and importlib.util.find_spec("nncf") is None:
+        return failed("vfnet export openvino --int8 needs NNCF: pip install 'vfnet-serve[export,openvino]'")
     from .openvino_export import export_openvino
 
     try:
-        weights = checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress)
-        print(export_openvino(load_checkpoint(weights), args.out, max_detections=args.max_detections, progress=progress))
-    except (CheckpointError, ValueError) as exc:  # ValueError: a ZooError (unknown name, failed download)
+        model = load_checkpoint(checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress))
+        if args.int8:
+            from .int8 import calibration_images
+            from .openvino_int8 import export_openvino_int8
+
+            images = calibration_images(args.calibration, args.calibration_images)
+            summary = export_openvino_int8(model, args.out, calibration=images, max_detections=args.max_detections, progress=progress)
+            print(f"{summary}; int8 through NNCF, calibrated on {len(images)} images from {args.calibration}")
+            return 0
+        print(export_openvino(model, args.out, max_detections=args.max_detections, progress=progress))
+    except (CheckpointError, ValueError) as exc:  # ValueError: a ZooError (unknown name, failed download), no calibration images
         return failed(str(exc))
     return 0
 

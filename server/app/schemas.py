@@ -32,7 +32,11 @@ class ModelSummary(BaseModel):
     preset: str = Field(..., examples=["vfnet_r18_demo"])
     backend: str = Field(..., examples=["onnxruntime"])
     device: str = Field(..., examples=["cpu"])
-    precision: str = Field(..., description="what the backend computes in: fp32, fp16, int8 (int8 convolutions) or bf16", examples=["fp32"])
+    precision: str = Field(
+        ...,
+        description="what the backend computes in: fp32, fp16, int8 (int8 convolutions), bf16, or for an int8 OpenVINO IR int8+bf16 / int8+fp32 (the rest in that)",
+        examples=["fp32"],
+    )
     version: str = Field(..., examples=["0.1.0"])
 
     @classmethod

@@ -62,7 +62,7 @@ class Loaded:
 
     backend: str  # one of backends.BACKEND_NAMES (or a test's own)
     device: str  # "cpu" or "cuda"
-    precision: str  # what the backend computes in: the card's precision, or "bf16" (OpenVINO on an fp32 IR)
+    precision: str  # what the backend computes in: the card's precision, "bf16" (OpenVINO on an fp32 IR), "int8+bf16" / "int8+fp32" (an int8 IR)
     source: str  # the file it was loaded from
 
 

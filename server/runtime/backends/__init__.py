@@ -84,7 +84,7 @@ class Backend(Protocol):
     name: str  # one of BACKEND_NAMES
     device: str  # where it runs: "cpu" or "cuda" (what "auto" turned into)
     card: ModelCard  # the facts of the artifact it serves
-    precision: str  # the arithmetic it runs: card.precision, or "bf16" for OpenVINO on an fp32 IR
+    precision: str  # the arithmetic it runs: card.precision, "bf16" for OpenVINO on an fp32 IR, "int8+bf16" / "int8+fp32" on an int8 IR
 
     def run(self, batch: Batch, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One backend call on a padded batch (shapes in the module docstring)."""

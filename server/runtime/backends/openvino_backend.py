@@ -6,7 +6,9 @@ options.precision picks OpenVINO's inference precision for the IR's float32 weig
     "fp32"  float32 everywhere;
     "bf16"  bfloat16, or ModelLoadError on a CPU without it (OpenVINO would quietly run float32).
 The compiled model's own precision, read back, becomes `precision`, reported by /v1/model and
-vfnet_model_info.
+vfnet_model_info. An int8 IR (`vfnet export openvino --int8`) is reported as "int8+bf16" or
+"int8+fp32": its quantized convolutions run in int8 (read back from the compiled model's runtime
+graph) and what NNCF left in float runs in the precision above.
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ def reason(exc: Exception) -> str:
     """The line of an OpenVINO error that says what failed (the others name source files and checks)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith(("Exception from", "Check '"))]
     return lines[-1] if lines else type(exc).__name__
+
+
+def int8_convolutions(compiled) -> int:
+    """How many convolutions of `compiled` (an openvino.CompiledModel) the CPU plugin runs on 8-bit
+    integers, from its runtime graph (each node's runtimePrecision)."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) == "Convolution" and info["runtimePrecision"].astype(str).lower() in ("i8", "u8"):
+            count += 1
+    return count
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -82,8 +95,9 @@ class OpenVINOBackend:
         except RuntimeError as exc:
             raise ModelLoadError(f"{path}: OpenVINO cannot compile it for the CPU ({reason(exc)})") from None
         # What the compiled model runs, read back: on a CPU without bf16 OpenVINO falls back to f32.
-        self.precision = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
-        if precision == "bf16" and self.precision != "bf16":
+        rest = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
+        self.precision = f"int8+{rest}" if self.card.precision == "int8" and int8_convolutions(compiled) > 0 else rest
+        if precision == "bf16" and rest != "bf16":
             flags = ", ".join(cpu_bf16_flags()) or "neither avx512_bf16 nor amx_bf16"
             raise ModelLoadError(
                 f"precision bf16 asked for, but this CPU ({core.get_property('CPU', 'FULL_DEVICE_NAME')}; {flags}) has no native bfloat16; use fp32 or auto"

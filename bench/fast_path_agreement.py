@@ -1,6 +1,8 @@
 """How closely each CPU fast path finds what ONNX Runtime float32 finds, through the runtime
-(`load_detector(...).detect`, the served pre-processing and filters): ONNX Runtime int8 (`vfnet
-export onnx --int8`), OpenVINO float32 and, where the CPU has it, OpenVINO bfloat16.
+(`load_detector(...).detect`, the served pre-processing and filters): ONNX Runtime float32 with the
+star convolution sampled (`--sampled-star`, the same function), ONNX Runtime int8 (`vfnet export
+onnx --int8`, with and without --sampled-star), OpenVINO float32, bfloat16 where the CPU has it, and
+int8 (`vfnet export openvino --int8`, NNCF, with and without --sampled-star).
 
 - vfnet_r50_fpn with random weights (seed 0, classification bias 0, so that IACS values sit near
   0.5 and each image has many detections): the network the issue names, without a checkpoint.
@@ -26,13 +28,11 @@ from pathlib import Path
 import numpy as np
 import openvino
 import torch
+from cpu_fast_path import artifacts  # bench/cpu_fast_path.py: the exported paths, made once
 from PIL import Image
 from report import cpu_description, publish  # bench/report.py
 from torchvision.ops import box_iou
 
-from vfnet.export import export_onnx
-from vfnet.export.int8 import quantize_int8
-from vfnet.export.openvino_export import export_openvino
 from vfnet.model import build_vfnet, load_checkpoint
 from vfnet.server.runtime import load_detector
 from vfnet.server.runtime.backends.openvino_backend import native_bf16
@@ -51,21 +51,14 @@ def jpeg(seed: int, index: int) -> bytes:
 
 
 def fast_paths(name: str, model, folder: Path) -> dict[str, object]:
-    """Export `model` to every path; name -> Detector, float32 ONNX Runtime first."""
-    calibration = folder / f"{name}_calibration"
-    calibration.mkdir()
-    for i in range(32):
-        (calibration / f"{i:02d}.jpg").write_bytes(jpeg(41, i))
-    fp32 = export_onnx(model, folder / f"{name}.onnx").path
-    quantize_int8(fp32, folder / f"{name}_int8.onnx", sorted(calibration.glob("*.jpg")))
-    ir = export_openvino(model, folder / f"{name}_ir").path
-    paths = {
-        "ORT fp32": load_detector(fp32, device="cpu"),
-        "ORT int8": load_detector(folder / f"{name}_int8.onnx", device="cpu"),
-        "OV fp32": load_detector(ir, precision="fp32"),
-    }
+    """Every path of `model` (cpu_fast_path.py's artifacts, made in `folder`); name -> Detector,
+    float32 ONNX Runtime first."""
+    files = artifacts(name, folder / name, model)
+    paths = {name: load_detector(files[name], device="cpu") for name in ("ORT fp32", "ORT fp32 sampled", "ORT int8", "ORT int8 sampled")}
+    paths["OV fp32"] = load_detector(files["OV fp32"], precision="fp32")
     if NATIVE_BF16:
-        paths["OV bf16"] = load_detector(ir, precision="bf16")
+        paths["OV bf16"] = load_detector(files["OV bf16"], precision="bf16")
+    paths |= {name: load_detector(files[name]) for name in ("OV int8", "OV int8 sampled")}  # the float rest in bf16 where native
     return paths
 
 

@@ -137,8 +137,14 @@ def failed(message: str, code: int = 1) -> int:
 
 
 def int8_flags(parser: argparse.ArgumentParser, help: str) -> None:
-    """--int8 and its calibration flags, the same for every target that quantizes."""
+    """--int8 and its calibration flags, and --sampled-star, the same for every target that quantizes."""
     parser.add_argument("--int8", action="store_true", help=help)
+    parser.add_argument(
+        "--sampled-star",
+        action="store_true",
+        help="write each star deformable convolution as its 9 bilinear samplings (GridSample) and a 1x1 convolution, the same function, "
+        "which --int8 then quantizes too (see README: where it is faster)",
+    )
     parser.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
     parser.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")
 
@@ -161,6 +167,8 @@ def run_onnx(args: argparse.Namespace) -> int:
         return failed("--max-detections must be at least 1", 2)
     if args.int8 and (args.fp16 or args.raw or args.plugin):
         return failed("--int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", 2)
+    if args.sampled_star and args.plugin:
+        return failed("--sampled-star and --plugin write the star convolution two different ways: pick one", 2)
     if int8_problem(args):
         return failed(int8_problem(args), 2)
     try:
@@ -169,7 +177,7 @@ def run_onnx(args: argparse.Namespace) -> int:
             from .int8 import calibration_images, export_int8
 
             images = calibration_images(args.calibration, args.calibration_images)
-            summary = export_int8(model, args.out, calibration=images, max_detections=args.max_detections, progress=progress)
+            summary = export_int8(model, args.out, calibration=images, sampled_star=args.sampled_star, max_detections=args.max_detections, progress=progress)
             print(f"{summary}; int8 convolutions calibrated on {len(images)} images from {args.calibration}")
             return 0
         from .onnx_export import export_onnx
@@ -181,6 +189,7 @@ def run_onnx(args: argparse.Namespace) -> int:
             fp16_storage=args.fp16_storage,
             raw=args.raw,
             plugin=args.plugin,
+            sampled_star=args.sampled_star,
             max_detections=args.max_detections,
             progress=progress,
         )
@@ -216,10 +225,12 @@ def run_openvino(args: argparse.Namespace) -> int:
             from .openvino_int8 import export_openvino_int8
 
             images = calibration_images(args.calibration, args.calibration_images)
-            summary = export_openvino_int8(model, args.out, calibration=images, max_detections=args.max_detections, progress=progress)
+            summary = export_openvino_int8(
+                model, args.out, calibration=images, sampled_star=args.sampled_star, max_detections=args.max_detections, progress=progress
+            )
             print(f"{summary}; int8 through NNCF, calibrated on {len(images)} images from {args.calibration}")
             return 0
-        print(export_openvino(model, args.out, max_detections=args.max_detections, progress=progress))
+        print(export_openvino(model, args.out, sampled_star=args.sampled_star, max_detections=args.max_detections, progress=progress))
     except (CheckpointError, ValueError) as exc:  # ValueError: a ZooError (unknown name, failed download), no calibration images
         return failed(str(exc))
     return 0

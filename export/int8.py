@@ -88,15 +88,17 @@ def export_int8(
     out: str | Path,
     *,
     calibration: list[Path],
+    sampled_star: bool = False,
     max_detections: int | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """`model`'s float32 ONNX export (export_onnx), then its convolutions quantized, calibrated on
-    the `calibration` images (calibration_images picks them from a folder), written to `out`."""
+    the `calibration` images (calibration_images picks them from a folder), written to `out`.
+    `sampled_star`: the star convolutions as GridSample and a 1x1 Conv, quantized too (star_sampling.py)."""
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "fp32.onnx"
-        summary = export_onnx(model, fp32, max_detections=max_detections, progress=progress)
+        summary = export_onnx(model, fp32, sampled_star=sampled_star, max_detections=max_detections, progress=progress)
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_int8(fp32, out, calibration, progress)
     return dataclasses.replace(summary, path=out, size_bytes=out.stat().st_size)

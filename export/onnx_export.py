@@ -30,6 +30,7 @@ from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_onn
 from .fp16_storage import store_weights_as_float16
 from .plugin_graph import PLUGIN_OP, with_plugin_nodes
 from .prepare import EXAMPLE_SIZE, OPSET, ExportSummary, dynamic_dims, example_inputs, onnx_program, prepared_copy
+from .star_sampling import with_sampled_stars
 
 LEVEL_NAMES = ("p3", "p4", "p5", "p6", "p7")
 
@@ -71,6 +72,7 @@ def export_onnx(
     fp16_storage: bool = False,
     raw: bool = False,
     plugin: bool = False,
+    sampled_star: bool = False,
     max_detections: int | None = None,
     example_size: tuple[int, int] = EXAMPLE_SIZE,
     progress: Callable[[str], None] = lambda message: None,
@@ -78,13 +80,16 @@ def export_onnx(
     """Export `model` (left unchanged) to `out`; returns a summary. `progress` receives step messages.
     `fp16_storage`: store the weights as float16 where they can be restored exactly (see
     fp16_storage.py): about half the file for a float16 checkpoint, the same float32 computation.
-    `plugin`: write the star convolutions as TensorRT StarDeformConv nodes (plugin_graph.py)."""
+    `plugin`: write the star convolutions as TensorRT StarDeformConv nodes (plugin_graph.py).
+    `sampled_star`: write them as GridSample and a 1x1 Conv, which int8 quantizes (star_sampling.py)."""
     model = prepared_copy(model, max_detections)
     if fp16:
         model = model.half()
     reference = {name: t.float().numpy() for name, t in model.state_dict().items() if t.is_floating_point()}
     if plugin:
         model = with_plugin_nodes(model)
+    if sampled_star:
+        model = with_sampled_stars(model)
 
     images, image_sizes = example_inputs(example_size)
     dims = dynamic_dims()

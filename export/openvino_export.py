@@ -38,6 +38,7 @@ from vfnet.model.postprocess import candidates, multiclass_nms
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_openvino_card
 
 from .prepare import EXAMPLE_SIZE, ExportSummary, dynamic_dims, example_inputs, onnx_program, prepared_copy
+from .star_sampling import with_sampled_stars
 
 NMS_CANDIDATES = ("candidate_boxes", "candidate_scores")  # the NMS model's inputs, joined to CandidatesGraph's outputs
 
@@ -99,14 +100,18 @@ def export_openvino(
     model: VFNet,
     out_dir: str | Path,
     *,
+    sampled_star: bool = False,
     max_detections: int | None = None,
     example_size: tuple[int, int] = EXAMPLE_SIZE,
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
-    """Write `out_dir`/model.xml and model.bin for `model` (left unchanged); returns a summary."""
+    """Write `out_dir`/model.xml and model.bin for `model` (left unchanged); returns a summary.
+    `sampled_star`: the star convolutions as GridSample and a 1x1 convolution (star_sampling.py)."""
     import openvino as ov
 
     model = prepared_copy(model, max_detections).float()
+    if sampled_star:
+        model = with_sampled_stars(model)
     c = model.config
     images, image_sizes = example_inputs(example_size)
 

@@ -83,13 +83,15 @@ def export_openvino_int8(
     out_dir: str | Path,
     *,
     calibration: list[Path],
+    sampled_star: bool = False,
     max_detections: int | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """`model`'s float32 IR (export_openvino), then quantized by NNCF on the `calibration` images
-    (int8.calibration_images picks them from a folder), written to `out_dir`."""
+    (int8.calibration_images picks them from a folder), written to `out_dir`. `sampled_star`: the
+    star convolutions as GridSample and a 1x1 convolution, quantized too (star_sampling.py)."""
     with tempfile.TemporaryDirectory() as scratch:
-        summary = export_openvino(model, Path(scratch), max_detections=max_detections, progress=progress)
+        summary = export_openvino(model, Path(scratch), sampled_star=sampled_star, max_detections=max_detections, progress=progress)
         xml = quantize_openvino_int8(summary.path, Path(out_dir), calibration, progress)
     size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
     return dataclasses.replace(summary, path=xml, size_bytes=size)

@@ -47,6 +47,25 @@ def deform_conv2d(
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, offset, weight, mask))
     if not needs_grad:
         return ops.deform_conv2d(x, offset, weight, bias, stride=(stride, stride), padding=(1, 1), mask=mask)
+    batch, channels = x.shape[:2]
+    out_h, out_w = offset.shape[-2:]
+    columns = deform_columns(x, offset, stride)  # [B, C_in, 9, H', W']
+    if mask is not None:
+        columns = columns * mask[:, None]
+    groups = channels // weight.shape[1]
+    columns = columns.view(batch, groups, channels // groups * 9, out_h * out_w)  # [B, g, C_in/g * 9, H'W']
+    kernels = weight.view(groups, weight.shape[0] // groups, -1)  # [g, C_out/g, C_in/g * 9]
+    out = torch.einsum("gok,bgkn->bgon", kernels, columns).reshape(batch, weight.shape[0], out_h, out_w)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def deform_columns(x: torch.Tensor, offset: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """The 9 taps of a 3x3 deformable convolution (padding 1), sampled: x [B, C_in, H, W], offset
+    [B, 18, H', W'] -> [B, C_in, 9, H', W'], tap k of output cell (y, x) being x sampled bilinearly at
+    (y*stride + i-1 + dy_k, x*stride + j-1 + dx_k), k = 3*i + j, zero outside the map: one
+    `grid_sample` (ONNX GridSample) for all taps. Its view [B, C_in * 9, H', W'] is in the order of a
+    weight [C_out, C_in, 3, 3] viewed as [C_out, C_in * 9], so a 1x1 convolution by that view (or a
+    matrix product) completes the deformable convolution."""
     batch, channels, height, width = x.shape
     out_h, out_w = offset.shape[-2:]
     rows = (torch.arange(out_h, device=x.device, dtype=x.dtype) * stride).view(1, 1, out_h, 1)
@@ -59,14 +78,7 @@ def deform_conv2d(
     # grid_sample (align_corners=False) puts pixel p's centre at (2p + 1) / size - 1
     grid = torch.stack([(2 * sample_x + 1) / width - 1, (2 * sample_y + 1) / height - 1], dim=-1)  # [B, 9, H', W', 2]
     sampled = F.grid_sample(x, grid.view(batch, 9 * out_h, out_w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
-    columns = sampled.view(batch, channels, 9, out_h, out_w)  # [B, C_in, 9, H', W']
-    if mask is not None:
-        columns = columns * mask[:, None]
-    groups = channels // weight.shape[1]
-    columns = columns.view(batch, groups, channels // groups * 9, out_h * out_w)  # [B, g, C_in/g * 9, H'W']
-    kernels = weight.view(groups, weight.shape[0] // groups, -1)  # [g, C_out/g, C_in/g * 9]
-    out = torch.einsum("gok,bgkn->bgon", kernels, columns).reshape(batch, weight.shape[0], out_h, out_w)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return sampled.view(batch, channels, 9, out_h, out_w)  # [B, C_in, 9 * H', W'] -> [B, C_in, 9, H', W']
 
 
 class Scale(nn.Module):

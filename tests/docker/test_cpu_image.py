@@ -213,7 +213,7 @@ def test_grpc_in_the_container_answers_health_and_infer_like_detect(container, s
     served = detect(container.url, scene_jpegs[0]).json()["results"][0]["detections"]
     assert count == len(served) > 0
     boxes = np.frombuffer(outputs["boxes"][1], "<f4").reshape(list(outputs["boxes"][0].shape))[0, :count]  # [N, K, 4] -> image 0's rows
-    np.testing.assert_allclose(boxes, [d["box"] for d in served], atol=1e-3)
+    np.testing.assert_allclose(boxes, [d["box"] for d in served], atol=0.006)  # /detect rounds to 0.01 px
     np.testing.assert_array_equal(np.frombuffer(outputs["class_ids"][1], "<i4")[:count], [d["class_id"] for d in served])
 
 

@@ -124,17 +124,20 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--top", type=int, default=20, help="float32 detections per image to match (best first)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--artifacts", type=Path, help="where the exported files are kept and reused (as bench/cpu_fast_path.py's)")
+    parser.add_argument("--demo-only", action="store_true", help="leave out the random-weight vfnet_r50_fpn (whose artifacts take long to make)")
     args = parser.parse_args()
     count = 4 if args.quick else args.images
     images = [jpeg(53, i) for i in range(count)]
     torch.manual_seed(0)
     r50 = build_vfnet("vfnet_r50_fpn").eval()
     torch.nn.init.zeros_(r50.bbox_head.vfnet_cls.bias)
-    models = [("vfnet_r18_demo", load_checkpoint(DEMO_CHECKPOINT).eval())] + ([] if args.quick else [("vfnet_r50_fpn (random)", r50)])
+    models = [("vfnet_r18_demo", load_checkpoint(DEMO_CHECKPOINT).eval())] + ([] if args.quick or args.demo_only else [("vfnet_r50_fpn (random)", r50)])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in models:
-            paths = fast_paths(name.split()[0], model, Path(tmp))
+            folder = args.artifacts if args.artifacts and model is not r50 else Path(tmp)  # this r50 (bias 0) is not cpu_fast_path.py's
+            paths = fast_paths(name.split()[0], model, folder)
             reference = paths.pop("ORT fp32")
             for path_name, detector in paths.items():
                 rows.append({"model": name, "path": path_name, **agreement(reference, detector, images, args.top)})

@@ -14,12 +14,14 @@ The server runs as a real `vfnet serve` process on loopback, with the same ONNX 
 count as the in-process detector. Goals: overhead <= 1.15x, throughput >= 0.9x.
 
 With --fast-paths it instead measures the service's throughput (8 clients) on each CPU artifact of
-the demo: the float32 ONNX file, its int8 version (`vfnet export onnx --int8`, calibrated on 32
-synthetic scenes) and its OpenVINO IR (`vfnet export openvino`, needs torch) in float32 and, where
-the CPU has it, bfloat16; one server each, alive together, measured in alternated rounds.
+the demo, made by bench/cpu_fast_path.py's `artifacts` (calibrated on 32 synthetic scenes; needs
+torch and the export extra): the float32 ONNX file, its int8 versions (`vfnet export onnx --int8`,
+with and without --sampled-star), its OpenVINO IR (`vfnet export openvino`) in float32 and, where the
+CPU has it, bfloat16, and the int8 IR (`--int8`, NNCF, with and without --sampled-star); one server
+each, alive together, measured in alternated rounds.
 
     python bench/server_overhead.py [--model demo.onnx]      # writes docs/benchmarks.md (its section)
-    python bench/server_overhead.py --fast-paths             # writes its own section
+    python bench/server_overhead.py --fast-paths [--artifacts DIR]   # writes its own section
 """
 
 from __future__ import annotations
@@ -178,24 +180,16 @@ def fast_path_throughput(args, images: list[bytes]) -> None:
     import tempfile
 
     import openvino
+    from cpu_fast_path import artifacts  # bench/cpu_fast_path.py: the demo's CPU artifacts, made once
 
-    from vfnet.export.int8 import quantize_int8
-    from vfnet.export.openvino_export import export_openvino
-    from vfnet.model import load_checkpoint
     from vfnet.server.runtime.backends.openvino_backend import native_bf16
 
     native = native_bf16(openvino.Core())
     with tempfile.TemporaryDirectory() as tmp:
-        calibration = Path(tmp) / "calibration"
-        calibration.mkdir()
-        for i, data in enumerate(test_images(32)):
-            (calibration / f"{i:02d}.jpg").write_bytes(data)
-        int8 = Path(tmp) / "demo_int8.onnx"
-        quantize_int8(args.model, int8, sorted(calibration.glob("*.jpg")))
-        ir = export_openvino(load_checkpoint(DEMO_CHECKPOINT), Path(tmp) / "ir").path
-        artifacts = {"ORT fp32": (args.model, {}), "ORT int8": (int8, {}), "OV fp32": (ir, {"precision": "fp32"})}
-        if native:
-            artifacts["OV bf16"] = (ir, {"precision": "bf16"})
+        files = artifacts("vfnet_r18_demo", (args.artifacts or Path(tmp)) / "vfnet_r18_demo")
+        paths = ["ORT fp32", "ORT int8", "ORT int8 sampled", "OV fp32", *(["OV bf16"] if native else []), "OV int8", "OV int8 sampled"]
+        precision = {"OV fp32": {"precision": "fp32"}, "OV bf16": {"precision": "bf16"}}
+        artifacts = {name: (files[name], precision.get(name, {})) for name in paths}  # OV int8: its float rest in bf16 where native
         servers = {name: start_server(path, args.threads, max_batch=8, max_queue_wait_ms=60_000, **extra) for name, (path, extra) in artifacts.items()}
         try:
             rates = {name: [] for name in servers}
@@ -231,6 +225,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--requests", type=int, default=144, help="requests in the concurrency-8 runs (over 3 rounds)")
     parser.add_argument("--fast-paths", action="store_true", help="the service's throughput on each CPU artifact of the demo instead")
+    parser.add_argument("--artifacts", type=Path, help="--fast-paths: where the exported files are kept and reused (bench/cpu_fast_path.py's)")
     args = parser.parse_args()
     images = test_images()
     if args.fast_paths:

@@ -15,13 +15,13 @@ Everything else (normalisation, NMS, outputs) is the standard export's.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from vfnet.model import VFNet
 from vfnet.model.head import StarDeformConv2d
+
+from .prepare import with_star_convs_replaced
 
 PLUGIN_DOMAIN = "trt.plugins"
 PLUGIN_OP = "StarDeformConv"
@@ -47,13 +47,6 @@ class StarDeformConvNode(nn.Module):
 
 
 def with_plugin_nodes(model: VFNet) -> VFNet:
-    """A copy of `model` whose star convolutions (two, or one without box refinement) export as
-    StarDeformConv nodes. ValueError for a model without any (the ablation's `star_dcn=False`)."""
-    model = copy.deepcopy(model)
-    head = model.bbox_head
-    names = [name for name in ("vfnet_reg_refine_dconv", "vfnet_cls_dconv") if isinstance(getattr(head, name), StarDeformConv2d)]
-    if not names:
-        raise ValueError("this model has no star deformable convolution (star_dcn=False): export it without --plugin")
-    for name in names:
-        setattr(head, name, StarDeformConvNode(getattr(head, name)))
-    return model
+    """A copy of `model` whose star convolutions export as StarDeformConv nodes (ValueError for a
+    model without any)."""
+    return with_star_convs_replaced(model, StarDeformConvNode, "--plugin")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.export import Dim
 
 from vfnet.model import VFNet
+from vfnet.model.head import StarDeformConv2d
 from vfnet.server.runtime.artifact import INPUTS
 
 from .onnx_nms import multiclass_nms_onnx
@@ -34,6 +36,19 @@ def prepared_copy(model: VFNet, max_detections: int | None = None) -> VFNet:
         if max_detections < 1:
             raise ValueError("max_detections must be at least 1")
         model.config = dataclasses.replace(model.config, max_detections=max_detections)
+    return model
+
+
+def with_star_convs_replaced(model: VFNet, replacement: Callable[[StarDeformConv2d], nn.Module], flag: str) -> VFNet:
+    """A copy of `model` whose star convolutions (two, or one without box refinement) are each
+    `replacement(conv)`. ValueError naming `flag` for a model without any (the ablation's `star_dcn=False`)."""
+    model = copy.deepcopy(model)
+    head = model.bbox_head
+    names = [name for name in ("vfnet_reg_refine_dconv", "vfnet_cls_dconv") if isinstance(getattr(head, name), StarDeformConv2d)]
+    if not names:
+        raise ValueError(f"this model has no star deformable convolution (star_dcn=False): export it without {flag}")
+    for name in names:
+        setattr(head, name, replacement(getattr(head, name)))
     return model
 
 

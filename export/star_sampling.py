@@ -15,8 +15,6 @@ stay `DeformConv` (they predict their own offsets and masks, and are not the sta
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +22,8 @@ from torch import nn
 from vfnet.model import VFNet
 from vfnet.model.head import StarDeformConv2d, star_dcn_offset
 from vfnet.model.layers import deform_columns
+
+from .prepare import with_star_convs_replaced
 
 
 class SampledStarConv(nn.Module):
@@ -44,13 +44,5 @@ class SampledStarConv(nn.Module):
 
 
 def with_sampled_stars(model: VFNet) -> VFNet:
-    """A copy of `model` whose star convolutions are SampledStarConv. ValueError for a model without
-    any (the ablation's `star_dcn=False`)."""
-    model = copy.deepcopy(model)
-    head = model.bbox_head
-    names = [name for name in ("vfnet_reg_refine_dconv", "vfnet_cls_dconv") if isinstance(getattr(head, name), StarDeformConv2d)]
-    if not names:
-        raise ValueError("this model has no star deformable convolution (star_dcn=False): export it without --sampled-star")
-    for name in names:
-        setattr(head, name, SampledStarConv(getattr(head, name)))
-    return model
+    """A copy of `model` whose star convolutions are SampledStarConv (ValueError for a model without any)."""
+    return with_star_convs_replaced(model, SampledStarConv, "--sampled-star")

@@ -49,11 +49,12 @@ from vfnet.train.synth import render_image
 
 SECTION = "## CPU fast paths: ONNX Runtime int8 and OpenVINO vs ONNX Runtime float32 (CPU)"
 NATIVE_BF16 = native_bf16(openvino.Core())
-# Each group runs in its own process with ORT fp32 as its reference: at most four compiled models in one.
+# Each group runs in its own process with ORT fp32 as its reference: at most four compiled models in
+# one. A path and its --sampled-star twin share a group: their difference is measured side by side.
 GROUPS = {
     "ort": ["ORT fp32", "ORT int8", "ORT int8 sampled"],
-    "ov": ["ORT fp32", "OV fp32", *(["OV bf16"] if NATIVE_BF16 else []), "OV int8"],
-    "rest": ["ORT fp32", "OV int8 sampled", "eager"],
+    "ov int8": ["ORT fp32", "OV int8", "OV int8 sampled"],
+    "float": ["ORT fp32", "OV fp32", *(["OV bf16"] if NATIVE_BF16 else []), "eager"],
 }
 PATHS = [path for group in GROUPS.values() for path in group[1:]]
 CASES = {

@@ -94,8 +94,8 @@ def agreement(reference, other, images: list[bytes], top: int) -> dict[str, floa
 
 
 def iou_text(iou: float) -> str:
-    """0.8153, or 1-6e-06 for an IoU too close to 1 for four decimals to show the difference."""
-    return f"{iou:.4f}" if iou < 0.9999 else f"1-{1 - iou:.0e}"
+    """0.8153, 1-6e-06 for an IoU too close to 1 for four decimals to show the difference, or 1."""
+    return f"{iou:.4f}" if iou < 0.9999 else f"1-{1 - iou:.0e}" if iou < 1 else "1"
 
 
 def table(rows: list[dict], count: int, top: int) -> list[str]:

@@ -4,13 +4,15 @@ the network's convolutions (and of the elementwise operations NNCF's CPU configu
 them), which OpenVINO's CPU plugin runs as integer kernels.
 
 Settings, from the measurements in the issue that asked for this path (issue 31):
-- preset MIXED: weights symmetric, activations asymmetric (the features after ReLU-free layers,
-  GroupNorm and the star convolution's offsets are not centred on zero);
+- preset MIXED: weights symmetric, activations asymmetric (after GroupNorm and the residual
+  additions they are signed and not centred on zero);
 - full bias correction (`fast_bias_correction=False`): NNCF's fast one cost the demo 0.004 to
   0.008 AP in every variant tried;
 - the tail stays float: every operation with no convolution downstream of it (box decoding, the
   per-level top-k, NMS and the output plumbing) is in NNCF's ignored scope, so the boxes and scores
-  are computed from the head's outputs in float, exactly as in the float32 IR.
+  are computed from the head's outputs in float, exactly as in the float32 IR;
+- the star DeformableConvolutions stay float (neither NNCF nor the CPU plugin has an int8 one):
+  `--sampled-star` (star_sampling.py) turns them into a quantizable 1x1 convolution.
 The layers NNCF leaves in float run in bfloat16 where the CPU has it, float32 elsewhere: a choice of
 the runtime (backends/openvino_backend.py reads back which).
 
@@ -32,12 +34,12 @@ from vfnet.server.runtime.artifact import image_inputs, read_openvino_card, writ
 from .openvino_export import export_openvino
 from .prepare import ExportSummary
 
-CONVOLUTIONS = ("Convolution", "GroupConvolution", "DeformableConvolution", "MatMul")  # what NNCF quantizes for its weights
+CONVOLUTIONS = ("Convolution", "GroupConvolution", "DeformableConvolution", "MatMul")  # the network proper: the tail comes after the last of them
 
 
 def float_tail(model) -> list[str]:
     """The friendly names of `model`'s operations (an openvino.Model) that have no convolution
-    downstream of them: the decoding and NMS tail, Results and the Constants feeding only it."""
+    downstream of them: the decoding and NMS tail and the Results (Parameters and Constants left out)."""
     ops = list(model.get_ordered_ops())  # topological: every op after its inputs
     feeds_conv: set[str] = set()
     for op in reversed(ops):  # consumers before producers

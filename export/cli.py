@@ -169,8 +169,8 @@ def run_onnx(args: argparse.Namespace) -> int:
         return failed("--int8 starts from the standard float32 graph: it cannot go with --fp16, --raw or --plugin", 2)
     if args.sampled_star and args.plugin:
         return failed("--sampled-star and --plugin write the star convolution two different ways: pick one", 2)
-    if int8_problem(args):
-        return failed(int8_problem(args), 2)
+    if problem := int8_problem(args):
+        return failed(problem, 2)
     try:
         model = load_checkpoint(checkpoint_file(args.weights, zoo_file=args.zoo, mirror=args.mirror, say=progress))
         if args.int8:
@@ -212,8 +212,8 @@ def run_openvino(args: argparse.Namespace) -> int:
         return failed("--max-detections must be at least 1", 2)
     if args.out.exists() and not args.out.is_dir():
         return failed(f"--out {args.out} is a file; give a folder (model.xml and model.bin go in it)", 2)
-    if int8_problem(args):
-        return failed(int8_problem(args), 2)
+    if problem := int8_problem(args):
+        return failed(problem, 2)
     if args.int8 and importlib.util.find_spec("nncf") is None:
         return failed("vfnet export openvino --int8 needs NNCF: pip install 'vfnet-serve[export,openvino]'")
     from .openvino_export import export_openvino

@@ -30,7 +30,11 @@ from . import inference_pb2 as pb
 
 def parameter_values(parameters) -> dict:
     """A protobuf map<string, InferParameter> as {name: its value} (bool, int, str or float)."""
-    return {name: getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None for name, value in parameters.items()}
+    values = {}
+    for name, value in parameters.items():
+        kind = value.WhichOneof("parameter_choice")  # the field set, or None
+        values[name] = getattr(value, kind) if kind else None
+    return values
 
 
 def _elements(request: pb.ModelInferRequest, index: int) -> bytes | None:

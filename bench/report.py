@@ -8,14 +8,18 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def write_section(title: str, text: str, path: Path = DOCS) -> None:
-    """Replace the section headed `title` (a '## ...' line) with `text`, keeping the other sections."""
+    """Replace the section headed `title` (a '## ...' line) with `text` where it stands, keeping the
+    other sections; a new section goes at the end."""
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = text.rstrip("\n") + "\n"
     if title in existing:
         start = existing.index(title)
         end = existing.find("\n## ", start + len(title))
-        existing = existing[:start] + (existing[end + 1 :] if end != -1 else "")
+        updated = existing[:start] + section + ("\n" + existing[end + 1 :] if end != -1 else "")
+    else:
+        updated = existing.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+    path.write_text(updated)
 
 
 def publish(title: str, lines: list[str], write: bool = True) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -12,8 +13,9 @@ def write_section(title: str, text: str, path: Path = DOCS) -> None:
     other sections; a new section goes at the end."""
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
     section = text.rstrip("\n") + "\n"
-    if title in existing:
-        start = existing.index(title)
+    heading = re.search(rf"^{re.escape(title)}$", existing, flags=re.MULTILINE)  # the whole line, not a longer title it begins
+    if heading:
+        start = heading.start()
         end = existing.find("\n## ", start + len(title))
         updated = existing[:start] + section + ("\n" + existing[end + 1 :] if end != -1 else "")
     else:

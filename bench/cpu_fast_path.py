@@ -7,7 +7,7 @@ backend, what `vfnet serve` calls):
     ORT int8 sampled    the same with --sampled-star: the star as GridSample + a quantized 1x1 Conv
     OV fp32, OV bf16    `vfnet export openvino` at --precision fp32, and bf16 where the CPU has it
     OV int8             `vfnet export openvino --int8` (NNCF; the float rest in bf16 where native)
-    OV int8 sampled     the same with --sampled-star
+    OV int8 sampled     the same with --sampled-star: the star as a Gather of its 25 corners + a quantized MatMul
     eager               PyTorch
 
 Models: the demo (its own weights) and vfnet_r50_fpn (random weights, classification bias -3, as in
@@ -217,8 +217,8 @@ def main() -> int:
         f"`python bench/cpu_fast_path.py` on {cpu_description()}, {args.threads} threads, onnxruntime {ort.__version__}, "
         f"openvino {openvino.__version__}, torch {torch.__version__}. Full contract; each figure is the ratio of a path's latency to "
         "ONNX Runtime float32's measured in the same process (groups of at most four compiled models, one discarded settling round, "
-        f"then {args.rounds} alternated rounds of {args.repeats} calls; the lowest round median). `sampled`: the star convolution as "
-        "GridSample + a quantized 1x1 Conv (`--sampled-star`). OV int8 runs its float rest in "
+        f"then {args.rounds} alternated rounds of {args.repeats} calls; the lowest round median). `sampled` (`--sampled-star`): the star "
+        "convolution as GridSample + a quantized 1x1 Conv in ONNX, as a Gather of its 25 corners + a quantized MatMul in the IR. OV int8 runs its float rest in "
         + ("bf16 (this CPU has native bfloat16)." if NATIVE_BF16 else "fp32 (this CPU has no native bfloat16; OV bf16 is left out).")
         + " Ratios below 1 are faster.",
         "",

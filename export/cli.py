@@ -142,8 +142,9 @@ def int8_flags(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument(
         "--sampled-star",
         action="store_true",
-        help="write each star deformable convolution as its 9 bilinear samplings (GridSample) and a 1x1 convolution, the same function, "
-        "which --int8 then quantizes too (see README: where it is faster)",
+        help="write each star deformable convolution as the same function in a form --int8 then quantizes too: for ONNX its 9 bilinear "
+        "samplings (GridSample) and a 1x1 convolution, for OpenVINO a Gather of its 25 bilinear corners and a matrix product "
+        "(see README: where it is faster)",
     )
     parser.add_argument("--calibration", type=Path, metavar="DIR", help="with --int8: a folder of images like those to be served")
     parser.add_argument("--calibration-images", type=int, default=32, metavar="N", help="with --int8: calibrate on the first N images (default 32)")

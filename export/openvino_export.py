@@ -38,7 +38,7 @@ from vfnet.model.postprocess import candidates, multiclass_nms
 from vfnet.server.runtime.artifact import INPUTS, OUTPUTS, model_card, write_openvino_card
 
 from .prepare import EXAMPLE_SIZE, ExportSummary, dynamic_dims, example_inputs, onnx_program, prepared_copy
-from .star_sampling import with_sampled_stars
+from .star_gather import with_gathered_stars
 
 NMS_CANDIDATES = ("candidate_boxes", "candidate_scores")  # the NMS model's inputs, joined to CandidatesGraph's outputs
 
@@ -106,12 +106,13 @@ def export_openvino(
     progress: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """Write `out_dir`/model.xml and model.bin for `model` (left unchanged); returns a summary.
-    `sampled_star`: the star convolutions as GridSample and a 1x1 convolution (star_sampling.py)."""
+    `sampled_star`: the star convolutions as a Gather of their corners and a matrix product, which
+    NNCF quantizes (star_gather.py; the ONNX export's GridSample form is slower in OpenVINO's int8)."""
     import openvino as ov
 
     model = prepared_copy(model, max_detections).float()
     if sampled_star:
-        model = with_sampled_stars(model)
+        model = with_gathered_stars(model)
     c = model.config
     images, image_sizes = example_inputs(example_size)
 

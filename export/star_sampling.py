@@ -1,4 +1,5 @@
-"""The star convolution written so that the CPU quantizers quantize it: `--sampled-star`.
+"""The star convolution written so that ONNX Runtime's quantizer quantizes it: `vfnet export onnx
+--sampled-star` (OpenVINO's --sampled-star is star_gather.py, which its int8 runs faster).
 
 A star deformable convolution (model/head.py's StarDeformConv2d) is, exactly, 9 bilinear samplings
 of the features at the star points of each cell followed by a 1x1 convolution over the 9 C sampled

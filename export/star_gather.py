@@ -40,15 +40,15 @@ STAR_OF_PIXEL = (0, 0, 1, 2, 2)  # which star row (column) each of the 5 pixel r
 TAP_OF_CORNER = [3 * row + column for row in STAR_OF_PIXEL for column in STAR_OF_PIXEL]  # corner 5 r + c -> tap k = 3 i + j
 
 
-def star_pixels(before: torch.Tensor, after: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+def star_pixels(before: torch.Tensor, after: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Along one axis: the 5 whole pixels the star's 3 points of each cell read and their bilinear
     weights. before, after [B, H, W]: the star's first and last point relative to the cell (-t', b'
-    for rows; -l', r' for columns), in cells; `cells`: the index of the cell along this axis, an
-    int64 tensor broadcasting to [B, H, W]. Returns pixels int64 [B, 5, H, W], weights [B, 5, H, W]."""
+    for rows; -l', r' for columns), in cells; `cell`: each cell's own index along this axis, int64,
+    broadcasting to [B, H, W]. Returns pixels int64 [B, 5, H, W], weights [B, 5, H, W]."""
     whole_before, whole_after = before.floor(), after.floor()
     part_before, part_after = before - whole_before, after - whole_after  # in [0, 1)
-    first, last = cells + whole_before.long(), cells + whole_after.long()  # [B, H, W] exact
-    pixels = torch.stack([first, first + 1, cells.expand_as(first), last, last + 1], dim=1)  # [B, 5, H, W]
+    first, last = cell + whole_before.long(), cell + whole_after.long()  # [B, H, W] exact
+    pixels = torch.stack([first, first + 1, cell.expand_as(first), last, last + 1], dim=1)  # [B, 5, H, W]
     one = torch.ones_like(part_before)
     weights = torch.stack([1 - part_before, part_before, one, 1 - part_after, part_after], dim=1)  # [B, 5, H, W]
     return pixels, weights

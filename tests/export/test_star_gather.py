@@ -14,7 +14,6 @@ import pytest
 ov = pytest.importorskip("openvino")
 torch = pytest.importorskip("torch")
 
-from torchvision.ops import box_iou  # noqa: E402
 from torchvision.ops import deform_conv2d as tv_deform_conv2d  # noqa: E402
 
 from vfnet.export.star_gather import TAP_OF_CORNER, GatheredStarConv  # noqa: E402
@@ -25,7 +24,7 @@ from vfnet.server.runtime.load import DEMO_CHECKPOINT, DEMO_ONNX  # noqa: E402
 
 from .test_int8_export import scene  # noqa: E402
 from .test_openvino_int8 import assert_detects_like  # noqa: E402
-from .test_star_sampling import STRIDE, reference, star_inputs  # noqa: E402
+from .test_star_sampling import STRIDE, assert_same_detections, reference, star_inputs  # noqa: E402
 
 
 class Star(torch.nn.Module):
@@ -93,15 +92,7 @@ def test_the_gathered_demo_ir_detects_what_the_standard_onnx_does(demo_ir_gather
     kinds = Counter(op.get_type_name() for op in ov.Core().read_model(str(demo_ir_gathered)).get_ops())
     assert kinds["DeformableConvolution"] == 0 and kinds["MatMul"] == 10  # two star convolutions at each of 5 levels
     standard, gathered = load_detector(DEMO_ONNX, device="cpu"), load_detector(demo_ir_gathered, precision="fp32")
-    compared = 0
-    for i in range(3):
-        image = scene(77, i)
-        want, got = standard.detect([image])[0], gathered.detect([image])[0]
-        assert got.labels.tolist() == want.labels.tolist()
-        assert box_iou(torch.tensor(want.boxes), torch.tensor(got.boxes)).diagonal().min() >= 0.999
-        np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
-        compared += len(want.labels)
-    assert compared >= 10
+    assert_same_detections(standard, gathered)
 
 
 def test_int8_quantizes_the_product_not_the_geometry_and_detects_what_float_does(demo_ir_gathered, tmp_path):

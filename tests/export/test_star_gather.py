@@ -14,35 +14,22 @@ import pytest
 ov = pytest.importorskip("openvino")
 torch = pytest.importorskip("torch")
 
-from torchvision.ops import deform_conv2d as tv_deform_conv2d  # noqa: E402
-
 from vfnet.export.star_gather import TAP_OF_CORNER, GatheredStarConv  # noqa: E402
 from vfnet.model import load_checkpoint  # noqa: E402
-from vfnet.model.head import StarDeformConv2d, star_dcn_offset  # noqa: E402
+from vfnet.model.head import StarDeformConv2d  # noqa: E402
 from vfnet.server.runtime import load_detector  # noqa: E402
 from vfnet.server.runtime.load import DEMO_CHECKPOINT, DEMO_ONNX  # noqa: E402
 
 from .test_int8_export import scene  # noqa: E402
 from .test_openvino_int8 import assert_detects_like  # noqa: E402
-from .test_star_sampling import STRIDE, assert_same_detections, reference, star_inputs  # noqa: E402
-
-
-class Star(torch.nn.Module):
-    """One GatheredStarConv at a fixed stride, as a graph of its own."""
-
-    def __init__(self, conv: StarDeformConv2d, stride: int = STRIDE):
-        super().__init__()
-        self.gathered, self.stride = GatheredStarConv(conv), stride
-
-    def forward(self, x, boxes):
-        return self.gathered(x, boxes, self.stride)
+from .test_star_sampling import Star, assert_same_detections, reference, star_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def star():
     torch.manual_seed(0)
     conv = StarDeformConv2d(6, 5).eval()
-    return conv, Star(conv).eval()
+    return conv, Star(conv, GatheredStarConv).eval()
 
 
 def test_25_corners_a_cell_4_at_corner_points_2_at_edge_points_1_at_the_centre():
@@ -73,8 +60,8 @@ def test_positions_stay_whole_pixels_when_the_runtime_computes_in_bfloat16():
     x = torch.randn(1, 4, 3, 300, generator=generator)
     boxes = torch.rand(1, 4, 3, 300, generator=generator) * 2.5  # stride 1: up to 2.5 cells, so most points fall between cells
     with torch.no_grad():
-        want = tv_deform_conv2d(x, star_dcn_offset(boxes, 1), conv.weight, padding=(1, 1)).numpy()
-    network = ov.convert_model(Star(conv, stride=1).eval(), example_input=(x, boxes))
+        want = reference(conv, x, boxes, stride=1).numpy()
+    network = ov.convert_model(Star(conv, GatheredStarConv, stride=1).eval(), example_input=(x, boxes))
     compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     got = compiled([x.numpy(), boxes.numpy()])[0]
     assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()  # bfloat16's own rounding: a few per cent at most

@@ -39,19 +39,20 @@ def star_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, boxes
 
 
-def reference(conv: StarDeformConv2d, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    return tv_deform_conv2d(x, star_dcn_offset(boxes, STRIDE), conv.weight, padding=(1, 1))
+def reference(conv: StarDeformConv2d, x: torch.Tensor, boxes: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    return tv_deform_conv2d(x, star_dcn_offset(boxes, stride), conv.weight, padding=(1, 1))
 
 
 class Star(torch.nn.Module):
-    """One SampledStarConv at a fixed stride, as a graph of its own."""
+    """One star convolution rewritten as `form` (SampledStarConv here, GatheredStarConv in
+    test_star_gather.py) at a fixed stride, as a graph of its own."""
 
-    def __init__(self, conv: StarDeformConv2d):
+    def __init__(self, conv: StarDeformConv2d, form=SampledStarConv, stride: int = STRIDE):
         super().__init__()
-        self.sampled = SampledStarConv(conv)
+        self.star, self.stride = form(conv), stride
 
     def forward(self, x, boxes):
-        return self.sampled(x, boxes, STRIDE)
+        return self.star(x, boxes, self.stride)
 
 
 @pytest.fixture(scope="module")
